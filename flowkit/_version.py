@@ -1,0 +1,3 @@
+"""The package version, read by setup.py and the CLI."""
+
+__version__ = "0.1.0"

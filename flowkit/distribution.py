@@ -1,0 +1,98 @@
+"""A normalizing flow as a density: a bijective flow onto a simple base distribution."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .core import Flow, State, state_tensors
+from .errors import InverseNotAvailable
+
+__all__ = ["NormalizingFlow", "StandardNormal"]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+Shape = Sequence[int]
+
+
+class StandardNormal(nn.Module):
+    """The standard normal density on a state (a tensor or a tuple of tensors).
+
+    Args:
+        shape: the per-sample shape of the state (without the batch), or a tuple of such
+            shapes for a multi-scale state. Needed only for :meth:`sample`.
+    """
+
+    def __init__(self, shape: Shape | Sequence[Shape] | None = None) -> None:
+        super().__init__()
+        self.shape = shape
+        self.register_buffer("_device_anchor", torch.zeros(()), persistent=False)
+
+    def log_prob(self, z: State) -> Tensor:
+        """``sum(-z^2/2 - log(2 pi)/2)`` over all non-batch entries, shape ``[batch]``."""
+        total = 0.0
+        for t in state_tensors(z):
+            total = total + (-0.5 * (t.square() + _LOG_2PI)).flatten(1).sum(1)
+        return total
+
+    def sample(self, n: int) -> State:
+        """``n`` samples of the configured shape, on this module's device."""
+        if self.shape is None:
+            raise ValueError(
+                "StandardNormal() has no shape to sample: build it with the latent shape, e.g. "
+                "NormalizingFlow(flow, StandardNormal((C, H, W)))"
+            )
+        anchor = self._device_anchor
+        if all(isinstance(s, int) for s in self.shape):
+            return torch.randn(n, *self.shape, device=anchor.device)
+        return tuple(torch.randn(n, *s, device=anchor.device) for s in self.shape)
+
+
+class NormalizingFlow(nn.Module):
+    """``log p(x) = log p_base(f(x)) + log|det df/dx|``; sampling by ``f^-1(z)``.
+
+    Args:
+        flow: a bijective :class:`flowkit.Flow` (an injective one has no density).
+        base: the base density, a module with ``log_prob(z)`` and ``sample(n)``; a shapeless
+            :class:`StandardNormal` by default (enough for ``log_prob``).
+
+    Example:
+        >>> import torch, flowkit
+        >>> model = flowkit.NormalizingFlow(flowkit.layers.ActNorm(3),
+        ...                                 flowkit.StandardNormal((3, 4, 4)))
+        >>> model.log_prob(torch.randn(5, 3, 4, 4)).shape
+        torch.Size([5])
+        >>> model.sample(2).shape
+        torch.Size([2, 3, 4, 4])
+    """
+
+    def __init__(self, flow: Flow, base: nn.Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(flow, Flow):
+            raise InverseNotAvailable(
+                f"NormalizingFlow needs a flowkit.Flow, got {type(flow).__name__}"
+            )
+        if not flow.bijective:
+            raise InverseNotAvailable(
+                f"{type(flow).__name__} is not bijective (it contains an InjectiveFlow such as "
+                "a Laplacian pyramid), so it defines no density; use it as a feature map instead"
+            )
+        self.flow = flow
+        self.base = StandardNormal() if base is None else base
+
+    def log_prob(self, x: State) -> Tensor:
+        """Log-density of each sample, shape ``[batch]``."""
+        z, logdet = self.flow(x)
+        return self.base.log_prob(z) + logdet
+
+    def forward(self, x: State) -> Tensor:
+        """Same as :meth:`log_prob`."""
+        return self.log_prob(x)
+
+    @torch.no_grad()
+    def sample(self, n: int) -> State:
+        """``n`` samples: base samples mapped through the inverse flow."""
+        return self.flow.inverse(self.base.sample(n))

@@ -1,0 +1,22 @@
+"""The layer catalogue, one family per module: couplings, mixings, normalizations, reshapes."""
+
+from .actnorm import ActNorm
+from .conv1x1 import InvConv1x1
+from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
+from .permute import Permute, Reverse
+from .squeeze import HaarDownsample, Squeeze
+from .subnet import Activation, ConvSubnet
+
+__all__ = [
+    "Activation",
+    "ActNorm",
+    "AdditiveCoupling",
+    "AffineCoupling",
+    "ConvSubnet",
+    "HaarDownsample",
+    "InvConv1x1",
+    "Permute",
+    "Reverse",
+    "Squeeze",
+    "SubnetConstructor",
+]

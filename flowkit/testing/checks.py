@@ -1,0 +1,230 @@
+"""The property checks behind :func:`flowkit.testing.check_flow`."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..core import Flow, State, state_tensors
+
+__all__ = ["FlowReport", "check_flow", "default_tolerance", "perturb_parameters_"]
+
+_INVERSE_RTOL = {
+    torch.float64: 1e-10,
+    torch.float32: 1e-5,
+    torch.bfloat16: 2e-2,
+    torch.float16: 2e-3,
+}
+_LOGDET_ATOL = 1e-4
+
+
+def default_tolerance(dtype: torch.dtype) -> float:
+    """The relative inverse error allowed for one layer in ``dtype``."""
+    return _INVERSE_RTOL.get(dtype, 1e-5)
+
+
+@dataclass
+class FlowReport:
+    """The worst errors found by :func:`check_flow`, per property (``None``: not checked).
+
+    Attributes:
+        inverse_error: max |inverse(forward(x)) - x| / max |x|.
+        reforward_error: max |forward(inverse(y)) - y| / max |y| for a random ``y``.
+        inverse_logdet_error: max |logdet of the inverse + logdet of the forward|.
+        logdet_error: max |logdet - log|det J|| against the autograd Jacobian (float64).
+        batch_independence_error: max |d y_i / d x_j| for samples ``i != j`` (eval mode).
+        checked: the properties checked, with the mode.
+    """
+
+    inverse_error: float = 0.0
+    reforward_error: float | None = None
+    inverse_logdet_error: float | None = None
+    logdet_error: float | None = None
+    batch_independence_error: float | None = None
+    checked: list[str] = field(default_factory=list)
+
+
+def perturb_parameters_(module: nn.Module, scale: float = 0.1, seed: int = 0) -> nn.Module:
+    """Add ``N(0, scale^2)`` noise to every floating parameter, in place.
+
+    A coupling with a zero-initialized subnet is the identity and proves nothing; tests
+    perturb the weights so every layer is checked in a non-trivial state.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if p.is_floating_point():
+                noise = torch.randn(p.shape, generator=generator, dtype=torch.float64)
+                p.add_((scale * noise).to(device=p.device, dtype=p.dtype))
+    return module
+
+
+def _relative_error(actual: State, expected: State) -> tuple[float, str]:
+    """max |a - e| / max |e| over all tensors, and where the worst entry is."""
+    worst, where = 0.0, ""
+    for i, (a, e) in enumerate(zip(state_tensors(actual), state_tensors(expected), strict=False)):
+        if a.shape != e.shape:
+            raise AssertionError(
+                f"shape mismatch in state tensor {i}: {tuple(a.shape)} vs {tuple(e.shape)}"
+            )
+        diff = (a.double() - e.double()).abs()
+        scale = max(float(e.double().abs().max()), 1e-30)
+        error = float(diff.max()) / scale
+        if error > worst or not where:
+            index = tuple(int(j) for j in torch.unravel_index(diff.argmax(), diff.shape))
+            worst, where = error, f"index {index} of state tensor {i}"
+    return worst, where
+
+
+def _fail(prop: str, mode: str, error: float, limit: float, where: str) -> None:
+    raise AssertionError(
+        f"check_flow: property '{prop}' failed in {mode} mode: error {error:.3g} > {limit:.3g}"
+        + (f" at {where}" if where else "")
+    )
+
+
+def _flat(state: State) -> Tensor:
+    return torch.cat([t.flatten(1) for t in state_tensors(state)], dim=1)
+
+
+def _unflat(flat: Tensor, like: State) -> State:
+    parts, start = [], 0
+    for t in state_tensors(like):
+        size = t[0].numel()
+        parts.append(flat[:, start : start + size].reshape(t.shape))
+        start += size
+    return parts[0] if isinstance(like, Tensor) else tuple(parts)
+
+
+def _jacobian_checks(flow: Flow, x: State, max_entries: int) -> tuple[float, float]:
+    """Logdet error and cross-sample dependence, from the float64 autograd Jacobian."""
+    flow64 = copy.deepcopy(flow).double()
+    x64 = _flat(x).double()
+    batch, dim = x64.shape
+    if (batch * dim) ** 2 > max_entries:
+        raise ValueError(
+            f"the Jacobian of a batch of {batch} x {dim} numbers is too large to build; "
+            "use a smaller input for the logdet check (a few hundred numbers per sample)"
+        )
+
+    def func(flat: Tensor) -> Tensor:
+        y, _ = flow64(_unflat(flat.view(batch, dim), x))
+        out = _flat(y)
+        if out.shape != (batch, dim):
+            raise AssertionError(
+                f"forward maps {dim} numbers per sample to {out.shape[1]}: not a bijection; "
+                "derive from flowkit.InjectiveFlow"
+            )
+        return out.reshape(-1)
+
+    with torch.no_grad():
+        _, logdet = flow64(_unflat(x64, x))
+    jac = torch.autograd.functional.jacobian(func, x64.reshape(-1)).view(batch, dim, batch, dim)
+    logdet_error, cross = 0.0, 0.0
+    for b in range(batch):
+        brute = torch.linalg.slogdet(jac[b, :, b, :])[1]
+        logdet_error = max(logdet_error, float((brute - logdet[b]).abs()))
+        others = torch.cat([jac[b, :, :b], jac[b, :, b + 1 :]], dim=1)
+        if others.numel():
+            cross = max(cross, float(others.abs().max()))
+    return logdet_error, cross
+
+
+def check_flow(
+    flow: Flow,
+    x: State,
+    *,
+    modes: tuple[str, ...] = ("train", "eval"),
+    rtol: float | None = None,
+    logdet_atol: float = _LOGDET_ATOL,
+    check_logdet: bool = True,
+    max_jacobian_entries: int = 4_000_000,
+) -> FlowReport:
+    """Check that ``flow`` inverts exactly and has the right log-determinant at ``x``.
+
+    Runs on a deep copy cast to ``x``'s dtype (the original is untouched), in each mode in
+    order (train first, so data-dependent inits happen before the eval checks):
+
+    - ``inverse(forward(x)) == x`` to relative error ``rtol`` (every flow, injective too);
+    - ``forward(inverse(y)) == y`` for a random ``y`` (bijective flows);
+    - the inverse's logdet is minus the forward's (bijective flows);
+    - in eval mode, with ``check_logdet``: ``logdet`` equals ``log|det J|`` of the autograd
+      Jacobian in float64 to ``logdet_atol`` (relative to ``max(1, |logdet|)``), and sample
+      ``i`` of the output does not depend on sample ``j`` of the input.
+
+    Args:
+        flow: the flow to check.
+        x: an input state; keep it small for the Jacobian (e.g. 2 x 4 x 4 x 4).
+        modes: the modes to check, among ``"train"`` and ``"eval"``.
+        rtol: the relative inverse tolerance (default: :func:`default_tolerance` of the dtype).
+        logdet_atol: the log-determinant tolerance.
+        check_logdet: whether to run the Jacobian checks.
+        max_jacobian_entries: refuse inputs whose batch Jacobian has more entries.
+
+    Returns:
+        A :class:`FlowReport` of the worst errors.
+
+    Raises:
+        AssertionError: naming the failing property, the mode, the worst error and where.
+
+    Example:
+        >>> import torch, flowkit
+        >>> from flowkit.testing import check_flow
+        >>> report = check_flow(flowkit.layers.InvConv1x1(3), torch.randn(2, 3, 2, 2).double())
+        >>> report.logdet_error < 1e-8
+        True
+    """
+    first = state_tensors(x)[0]
+    flow = copy.deepcopy(flow).to(device=first.device)
+    if first.is_floating_point():
+        flow = flow.to(first.dtype)
+    rtol = default_tolerance(first.dtype) if rtol is None else rtol
+    report = FlowReport()
+    for mode in modes:
+        if mode not in ("train", "eval"):
+            raise ValueError(f"modes must be 'train' or 'eval', got {mode!r}")
+        flow.train(mode == "train")
+        with torch.no_grad():
+            y, logdet = flow(x)
+            if tuple(logdet.shape) != (first.shape[0],):
+                raise AssertionError(
+                    f"check_flow: logdet has shape {tuple(logdet.shape)}, expected "
+                    f"({first.shape[0]},): one value per sample"
+                )
+            error, where = _relative_error(flow.inverse(y), x)
+            report.inverse_error = max(report.inverse_error, error)
+            report.checked.append(f"inverse(forward(x)) == x [{mode}]")
+            if error > rtol:
+                _fail("inverse(forward(x)) == x", mode, error, rtol, where)
+            if not flow.bijective:
+                continue
+            y_random = tuple(torch.randn_like(t) * t.std() + t.mean() for t in state_tensors(y))
+            y_random = y_random[0] if isinstance(y, Tensor) else y_random
+            x_back, inverse_logdet = flow.inverse_and_logdet(y_random)
+            error, where = _relative_error(flow(x_back)[0], y_random)
+            report.reforward_error = max(report.reforward_error or 0.0, error)
+            report.checked.append(f"forward(inverse(y)) == y [{mode}]")
+            if error > 100 * rtol:
+                _fail("forward(inverse(y)) == y", mode, error, 100 * rtol, where)
+            _, logdet_back = flow(x_back)
+            error = float((inverse_logdet + logdet_back).abs().max())
+            limit = logdet_atol * max(1.0, float(logdet_back.abs().max()))
+            if first.dtype not in (torch.float32, torch.float64):
+                limit *= 100
+            report.inverse_logdet_error = max(report.inverse_logdet_error or 0.0, error)
+            report.checked.append(f"logdet(inverse) == -logdet(forward) [{mode}]")
+            if error > limit:
+                _fail("logdet(inverse) == -logdet(forward)", mode, error, limit, "")
+        if mode == "eval" and check_logdet and flow.bijective:
+            logdet_error, cross = _jacobian_checks(flow, x, max_jacobian_entries)
+            report.logdet_error, report.batch_independence_error = logdet_error, cross
+            report.checked += ["logdet == log|det J| [eval]", "samples independent [eval]"]
+            limit = logdet_atol * max(1.0, float(logdet.abs().max()))
+            if logdet_error > limit:
+                _fail("logdet == log|det J|", mode, logdet_error, limit, "")
+            if cross > 1e-8:
+                _fail("sample i independent of sample j", mode, cross, 1e-8, "")
+    return report

@@ -1,0 +1,1 @@
+"""Reference models built on flowkit (PyramidFlow, CS-Flow) and the application around them."""

@@ -1,0 +1,55 @@
+"""Installs flowkit with its two sub-namespaces kept in top-level folders.
+
+``flowkit.kernels`` lives in ``kernels/`` and ``flowkit.models`` in ``models/`` so that the
+repository shows the three parts while users import one namespace.
+"""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+VERSION_FILE = (HERE / "flowkit" / "_version.py").read_text()
+VERSION = re.search(r'__version__ = "([^"]+)"', VERSION_FILE).group(1)
+
+
+def _packages(folder: str, namespace: str) -> list[str]:
+    """Packages found under ``folder``, renamed into ``namespace``."""
+    return [namespace] + [f"{namespace}.{name}" for name in find_packages(folder)]
+
+
+PACKAGE_DIR = {"flowkit": "flowkit", "flowkit.kernels": "kernels", "flowkit.models": "models"}
+
+setup(
+    name="flowkit",
+    version=VERSION,
+    description="Invertible neural-network primitives for PyTorch, Triton kernels, "
+    "and anomaly-localization models built on them",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=_packages("flowkit", "flowkit")
+    + _packages("kernels", "flowkit.kernels")
+    + _packages("models", "flowkit.models"),
+    package_dir=PACKAGE_DIR,
+    install_requires=[
+        "torch>=2.4",
+        "numpy>=1.24",
+        "triton>=3.0; platform_system == 'Linux'",
+        "scikit-image>=0.22",
+        "tqdm>=4.60",
+        "matplotlib>=3.7",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "pytest-benchmark>=4",
+            "scikit-learn>=1.3",
+            "ruff>=0.5",
+        ],
+    },
+    entry_points={"console_scripts": ["flowkit = flowkit.models.cli:main"]},
+)
