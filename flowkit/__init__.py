@@ -4,7 +4,7 @@ Every layer is a :class:`Flow` with ``forward(x) -> (y, logdet)`` and an exact
 ``inverse(y) -> x``; states are tensors or tuples of tensors (multi-scale, finest first).
 """
 
-from . import layers
+from . import layers, testing
 from ._version import __version__
 from .compose import Identity, Inverse, Parallel, Sequential, Split
 from .core import Flow, InjectiveFlow, Rebuilt, State, is_recomputing
@@ -31,4 +31,5 @@ __all__ = [
     "debug_mode",
     "is_recomputing",
     "layers",
+    "testing",
 ]

@@ -65,9 +65,9 @@ class Sequential(Flow):
         self.blocks = nn.ModuleList(_check_flows("Sequential", flows))
         self.memory_saving = memory_saving
         self.preserve_rng_state = preserve_rng_state
-        #: Per block, the relative drift of the rebuilt input in the last memory-saving backward
-        #: run under :func:`flowkit.debug_mode` (``None`` until then).
-        self.drift: list[float] | None = None
+        #: The :class:`~flowkit.reversible.DriftReport` of the last memory-saving backward run
+        #: under :func:`flowkit.debug_mode` (``None`` until then).
+        self.drift = None
 
     @property
     def bijective(self) -> bool:  # type: ignore[override]

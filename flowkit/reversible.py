@@ -30,9 +30,31 @@ from torch import Tensor
 from .core import State, replay_rng, state_tensors, zero_logdet
 from .debug import check_finite, is_debug
 
-__all__ = ["reversible_forward"]
+__all__ = ["DriftReport", "reversible_forward"]
 
 _AUTOCAST_DEVICES = ("cpu", "cuda")
+
+
+@dataclass
+class DriftReport:
+    """How exactly each block's input was rebuilt in a memory-saving backward (debug mode).
+
+    Both lists are in forward order, one relative error ``max|error| / max|true input|`` per
+    block.
+
+    Attributes:
+        rebuilt: the rebuilt input against the true one: what the gradients were computed at,
+            including the error carried over from the blocks after it.
+        local: the block's own inverse applied to its true output: large values point at the
+            block whose inverse is unstable.
+    """
+
+    rebuilt: list[float]
+    local: list[float]
+
+    def worst_block(self) -> int:
+        """The index of the block with the largest local inverse error."""
+        return max(range(len(self.local)), key=self.local.__getitem__)
 
 
 @dataclass
@@ -57,16 +79,23 @@ class _Run:
     """What one memory-saving forward leaves for its backward (no activations)."""
 
     sequential: torch.nn.Module
-    is_tuple: bool
+    input_is_tuple: bool
     n_state: int
     params: list[torch.nn.Parameter]
     cuda_devices: list[int]
     autocast: dict[str, tuple[bool, torch.dtype]]
     rng: list[_RngState] = field(default_factory=list)
-    debug_inputs: list[tuple[Tensor, ...]] = field(default_factory=list)
+    output_is_tuple: bool = False
+    debug_inputs: list[State] = field(default_factory=list)
 
-    def state(self, tensors: tuple[Tensor, ...]) -> State:
-        return tensors if self.is_tuple else tensors[0]
+
+def _structured(tensors: tuple[Tensor, ...], is_tuple: bool) -> State:
+    return tuple(tensors) if is_tuple else tensors[0]
+
+
+def _detached(state: State) -> State:
+    tensors = tuple(t.detach() for t in state_tensors(state))
+    return _structured(tensors, not isinstance(state, Tensor))
 
 
 @contextlib.contextmanager
@@ -86,14 +115,14 @@ class _ReversibleChain(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, run: _Run, *inputs: Tensor) -> tuple[Tensor, ...]:
-        state = run.state(inputs[: run.n_state])
+        state = _structured(inputs[: run.n_state], run.input_is_tuple)
         input_ids = {id(t) for t in inputs}
         logdet = zero_logdet(state)
         for index, block in enumerate(run.sequential.blocks):
             if run.sequential.preserve_rng_state:
                 run.rng.append(_RngState.capture(run.cuda_devices))
             if is_debug():
-                run.debug_inputs.append(tuple(t.detach().clone() for t in state_tensors(state)))
+                run.debug_inputs.append(_detached(state))
             state, block_logdet = block(state)
             logdet = logdet + block_logdet
             if is_debug():
@@ -102,6 +131,7 @@ class _ReversibleChain(torch.autograd.Function):
         outputs = tuple(
             t.clone() if id(t) in input_ids or t._is_view() else t for t in state_tensors(state)
         )
+        run.output_is_tuple = not isinstance(state, Tensor)
         ctx.run = run
         ctx.save_for_backward(*outputs)
         return (*outputs, logdet)
@@ -115,12 +145,13 @@ class _ReversibleChain(torch.autograd.Function):
                 "Use memory_saving=False for higher-order gradients"
             )
         run: _Run = ctx.run
-        grad_state = list(grads[: run.n_state])
-        grad_logdet = grads[run.n_state]
-        state = run.state(tuple(t.detach() for t in ctx.saved_tensors))
+        grad_state, grad_logdet = list(grads[:-1]), grads[-1]
+        state = _structured(tuple(t.detach() for t in ctx.saved_tensors), run.output_is_tuple)
         param_index = {id(p): i for i, p in enumerate(run.params)}
         param_grads: list[Tensor | None] = [None] * len(run.params)
-        drift: list[float] = []
+        rebuilt_drift: list[float] = []
+        local_drift: list[float] = []
+        true_output = state
         blocks = run.sequential.blocks
         for index in reversed(range(len(blocks))):
             block = blocks[index]
@@ -152,10 +183,15 @@ class _ReversibleChain(torch.autograd.Function):
             inputs = state_tensors(rebuilt.inputs)
             grad_state = rebuilt.merge(grad_leaves) if rebuilt.merge else grad_leaves
             if run.debug_inputs:
-                drift.append(_relative_drift(inputs, run.debug_inputs[index]))
-            state = run.state(tuple(t.detach() for t in inputs))
+                true_input = run.debug_inputs[index]
+                rebuilt_drift.append(_relative_drift(inputs, state_tensors(true_input)))
+                with torch.no_grad(), _replaying(run, index):
+                    local = state_tensors(block.inverse(true_output))
+                local_drift.append(_relative_drift(local, state_tensors(true_input)))
+                true_output = true_input
+            state = _detached(rebuilt.inputs)
         if run.debug_inputs:
-            run.sequential.drift = drift[::-1]
+            run.sequential.drift = DriftReport(rebuilt_drift[::-1], local_drift[::-1])
         wanted = ctx.needs_input_grad[1 : 1 + run.n_state]
         input_grads = [g if need else None for g, need in zip(grad_state, wanted, strict=True)]
         return (None, *input_grads, *param_grads)
@@ -183,11 +219,11 @@ def reversible_forward(sequential: torch.nn.Module, x: State) -> tuple[State, Te
     }
     run = _Run(
         sequential=sequential,
-        is_tuple=not isinstance(x, Tensor),
+        input_is_tuple=not isinstance(x, Tensor),
         n_state=len(tensors),
         params=params,
         cuda_devices=cuda_devices,
         autocast=autocast,
     )
     *outputs, logdet = _ReversibleChain.apply(run, *tensors, *params)
-    return run.state(tuple(outputs)), logdet
+    return _structured(tuple(outputs), run.output_is_tuple), logdet

@@ -71,11 +71,15 @@ class InvConv1x1(Flow):
         )
 
     def forward(self, x: State) -> tuple[Tensor, Tensor]:
-        """Mix the channels with ``W``."""
+        """Mix the channels with ``W`` (in at least float32, also under autocast)."""
         x = check_channels(self, x, self.channels)
         weight, logabsdet = self.weight_and_logabsdet()
+        wide = torch.promote_types(x.dtype, torch.float32)
         pixels = x[0, 0].numel()
-        return self._mix(x, weight.to(x.dtype)), (pixels * logabsdet).expand(x.shape[0])
+        # Autocast would round the mixed state to bf16/fp16, and the inverse could not undo it.
+        with torch.autocast(x.device.type, enabled=False):
+            y = self._mix(x.to(wide), weight.to(wide)).to(x.dtype)
+        return y, (pixels * logabsdet).expand(x.shape[0])
 
     def inverse_and_logdet(self, y: State) -> tuple[Tensor, Tensor]:
         """Mix the channels with ``W^-1`` (computed in at least float32)."""
@@ -84,5 +88,6 @@ class InvConv1x1(Flow):
         wide = torch.promote_types(weight.dtype, torch.float32)
         inverse = torch.linalg.inv(weight.to(wide))
         pixels = y[0, 0].numel()
-        x = self._mix(y.to(wide), inverse).to(y.dtype)
+        with torch.autocast(y.device.type, enabled=False):
+            x = self._mix(y.to(wide), inverse).to(y.dtype)
         return x, (-pixels * logabsdet).expand(y.shape[0])

@@ -1,0 +1,62 @@
+"""The memory-saving engine under DistributedDataParallel: 2 gloo processes on the CPU."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel
+
+import flowkit
+from flowkit.testing import perturb_parameters_
+
+from .test_reversible import coupling_stack
+
+BATCH = 4
+
+
+def build() -> flowkit.Sequential:
+    torch.manual_seed(0)
+    flow = flowkit.Sequential(*coupling_stack(3), memory_saving=True)
+    return perturb_parameters_(flow, scale=0.1).double()
+
+
+def data() -> torch.Tensor:
+    return torch.randn(BATCH, 4, 6, 6, generator=torch.Generator().manual_seed(1)).double()
+
+
+def mean_loss(flow: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    y, logdet = flow(x)
+    return (0.5 * y.square().flatten(1).sum(1) - logdet).mean()
+
+
+def _worker(rank: int, world: int, port: int, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = DistributedDataParallel(build())
+        shard = data().chunk(world)[rank]
+        mean_loss(model, shard).backward()
+        if rank == 0:
+            torch.save([p.grad for p in model.module.parameters()], out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_gradients_equal_single_process(tmp_path) -> None:
+    out = str(tmp_path / "grads.pt")
+    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    distributed = torch.load(out, weights_only=True)
+    single = build()
+    mean_loss(single, data()).backward()
+    for g_ddp, p in zip(distributed, single.parameters(), strict=True):
+        torch.testing.assert_close(g_ddp, p.grad, rtol=1e-10, atol=1e-12)
