@@ -25,7 +25,7 @@ def _modules() -> list[str]:
     for sub in ("flowkit.kernels", "flowkit.models"):
         package = importlib.import_module(sub)
         names += [sub] + [i.name for i in pkgutil.walk_packages(package.__path__, sub + ".")]
-    return sorted(set(names))
+    return sorted(n for n in set(names) if not n.endswith("__main__"))
 
 
 @pytest.mark.parametrize("name", _modules())

@@ -5,10 +5,9 @@ from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
 from .permute import Permute, Reverse
 from .squeeze import HaarDownsample, Squeeze
-from .subnet import Activation, ConvSubnet
+from .subnet import ConvSubnet
 
 __all__ = [
-    "Activation",
     "ActNorm",
     "AdditiveCoupling",
     "AffineCoupling",

@@ -1,0 +1,79 @@
+"""What every benchmark shares: the stamp of where it ran, timing statistics, table output."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["describe_device", "print_table", "stamp", "time_call", "write_json"]
+
+
+def describe_device() -> str:
+    """The GPU's name, or the CPU's with its core count."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    return f"CPU {platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def stamp() -> dict[str, str]:
+    """Device, library versions, git commit and date, recorded with every result."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+            cwd=Path(__file__).parent, check=False,
+        ).stdout.strip() or "unknown"
+    except OSError:
+        commit = "unknown"
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "not installed"
+    return {
+        "device": describe_device(),
+        "torch": torch.__version__,
+        "triton": triton_version,
+        "python": platform.python_version(),
+        "commit": commit,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Wall-clock seconds of ``fn``: median, p20 and p80 over ``repeats`` (CUDA synchronized)."""
+    sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    quantiles = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else times * 4
+    return {"median": statistics.median(times), "p20": quantiles[0], "p80": quantiles[3]}
+
+
+def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
+    """Print rows as an aligned Markdown table."""
+    cells = [[str(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in cells:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |")
+
+
+def write_json(path: str | Path, rows: Sequence[dict]) -> None:
+    """Write the rows with the stamp as JSON."""
+    Path(path).write_text(json.dumps({"stamp": stamp(), "rows": list(rows)}, indent=2))
