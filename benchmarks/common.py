@@ -60,7 +60,9 @@ def time_call(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> di
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    quantiles = statistics.quantiles(times, n=5, method="inclusive") if len(times) > 1 else times * 4
+    if len(times) == 1:
+        return {"median": times[0], "p20": times[0], "p80": times[0]}
+    quantiles = statistics.quantiles(times, n=5, method="inclusive")
     return {"median": statistics.median(times), "p20": quantiles[0], "p80": quantiles[3]}
 
 
