@@ -4,8 +4,10 @@ from .actnorm import ActNorm
 from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
 from .permute import Permute, Reverse
+from .pyramid_coupling import PyramidCoupling, PyramidCouplingKind
 from .squeeze import HaarDownsample, Squeeze
 from .subnet import ConvSubnet
+from .volume_norm import VolumeNorm, VolumeNormMode
 
 __all__ = [
     "ActNorm",
@@ -15,7 +17,11 @@ __all__ = [
     "HaarDownsample",
     "InvConv1x1",
     "Permute",
+    "PyramidCoupling",
+    "PyramidCouplingKind",
     "Reverse",
     "Squeeze",
     "SubnetConstructor",
+    "VolumeNorm",
+    "VolumeNormMode",
 ]

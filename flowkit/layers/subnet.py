@@ -16,8 +16,8 @@ class ConvSubnet(nn.Module):
     it and trains stably (Glow's zero init). The convolutions go through
     :func:`flowkit.kernels.conv.large_kernel_conv2d` (activation fused into the first), which
     takes the Triton kernel on CUDA where it measured faster than cuDNN and ``F.conv2d``
-    elsewhere; the weights live in ordinary ``nn.Conv2d`` modules. Usable as FrEIA-style constructor:
-    ``AffineCoupling(c, lambda c_in, c_out: ConvSubnet(c_in, c_out, hidden=64))``.
+    elsewhere; the weights live in ordinary ``nn.Conv2d`` modules. Usable as a FrEIA-style
+    constructor: ``AffineCoupling(c, lambda c_in, c_out: ConvSubnet(c_in, c_out, hidden=64))``.
 
     Args:
         in_channels: channels of the conditioning input.
@@ -28,6 +28,9 @@ class ConvSubnet(nn.Module):
         negative_slope: slope of the leaky ReLU for negative inputs.
         bias: whether the convolutions have a bias.
         dropout: dropout probability after the activation (0 disables it).
+        last_stride: stride of the last convolution; 2 computes only every second output
+            pixel, which equals a nearest-neighbour downsampling of the stride-1 output at a
+            quarter of the cost (PyramidFlow's coarse-from-fine coupling).
     """
 
     def __init__(
@@ -40,6 +43,7 @@ class ConvSubnet(nn.Module):
         negative_slope: float = 0.01,
         bias: bool = True,
         dropout: float = 0.0,
+        last_stride: int = 1,
     ) -> None:
         super().__init__()
         if kernel_size % 2 != 1:
@@ -51,7 +55,9 @@ class ConvSubnet(nn.Module):
         padding = kernel_size // 2
         self.conv1 = nn.Conv2d(in_channels, hidden, kernel_size, padding=padding, bias=bias)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.conv2 = nn.Conv2d(hidden, out_channels, kernel_size, padding=padding, bias=bias)
+        self.conv2 = nn.Conv2d(
+            hidden, out_channels, kernel_size, padding=padding, bias=bias, stride=last_stride
+        )
         nn.init.zeros_(self.conv2.weight)
         if bias:
             nn.init.zeros_(self.conv2.bias)
@@ -61,4 +67,7 @@ class ConvSubnet(nn.Module):
         hidden = large_kernel_conv2d(
             x, self.conv1.weight, self.conv1.bias, self.activation, self.negative_slope
         )
-        return large_kernel_conv2d(self.dropout(hidden), self.conv2.weight, self.conv2.bias)
+        hidden = self.dropout(hidden)
+        if self.conv2.stride != (1, 1):
+            return self.conv2(hidden)
+        return large_kernel_conv2d(hidden, self.conv2.weight, self.conv2.bias)

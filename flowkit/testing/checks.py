@@ -201,7 +201,10 @@ def check_flow(
                 _fail("inverse(forward(x)) == x", mode, error, rtol, where)
             if not flow.bijective:
                 continue
-            y_random = tuple(torch.randn_like(t) * t.std() + t.mean() for t in state_tensors(y))
+            y_random = tuple(
+                torch.randn_like(t) * t.std(correction=0).clamp_min(0.1) + t.mean()
+                for t in state_tensors(y)
+            )
             y_random = y_random[0] if isinstance(y, Tensor) else y_random
             x_back, inverse_logdet = flow.inverse_and_logdet(y_random)
             error, where = _relative_error(flow(x_back)[0], y_random)

@@ -65,6 +65,28 @@ CATALOGUE = [
         lambda c: flowkit.Inverse(layers.AffineCoupling(c, small_subnet)),
         min_channels=2,
     ),
+    *(
+        Entry(
+            f"PyramidCoupling-{kind}-{norm}",
+            lambda c, kind=kind, norm=norm: layers.PyramidCoupling(
+                kind, level=0, levels=3, channels=c, kernel_size=3, volume_norm=norm,
+                target_size=(2, 2),
+            ),
+            multiscale=3,
+        )
+        for kind in ("up", "down", "dual")
+        for norm in ("channel", "spatial")
+    ),
+    Entry(
+        "PyramidCoupling-stack-memory-saving",
+        lambda c: flowkit.Sequential(
+            layers.PyramidCoupling("dual", 0, 3, c, kernel_size=3),
+            layers.PyramidCoupling("up", 0, 3, c, kernel_size=3, volume_norm="spatial"),
+            layers.PyramidCoupling("down", 1, 3, c, kernel_size=3),
+            memory_saving=True,
+        ),
+        multiscale=3,
+    ),
     Entry(
         "Parallel",
         lambda c: flowkit.Parallel(layers.AffineCoupling(c, small_subnet), layers.ActNorm(c)),
