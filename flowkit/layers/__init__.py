@@ -4,6 +4,7 @@ from .actnorm import ActNorm
 from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
 from .permute import Permute, Reverse
+from .pyramid import LaplacianPyramid
 from .pyramid_coupling import PyramidCoupling, PyramidCouplingKind
 from .squeeze import HaarDownsample, Squeeze
 from .subnet import ConvSubnet
@@ -16,6 +17,7 @@ __all__ = [
     "ConvSubnet",
     "HaarDownsample",
     "InvConv1x1",
+    "LaplacianPyramid",
     "Permute",
     "PyramidCoupling",
     "PyramidCouplingKind",

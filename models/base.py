@@ -1,0 +1,102 @@
+"""What the application needs from an anomaly-localization model, and the model registry.
+
+A model is a pure ``nn.Module`` (anomalib's convention) with a training loss, an optional
+post-training fit on normal images (PyramidFlow's template), and an anomaly map. Its
+constructor arguments form a JSON-able config, stored in every checkpoint, so a checkpoint
+rebuilds the model without pickled code.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["MODELS", "AnomalyModel", "OptimizerSettings", "build_model", "register_model"]
+
+
+class OptimizerSettings(dict):
+    """Keyword arguments of ``torch.optim.Adam`` plus ``clip_grad_norm`` (``None``: no clip)."""
+
+
+class AnomalyModel(nn.Module, abc.ABC):
+    """The interface between a model and the training / evaluation application.
+
+    Attributes:
+        name: the registry name (``"pyramidflow"``, ``"csflow"``).
+        config: the constructor's keyword arguments, JSON-able.
+    """
+
+    name: str = ""
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__()
+        self.config = dict(config)
+
+    @abc.abstractmethod
+    def loss(self, images: Tensor) -> Tensor:
+        """The scalar training loss of a batch of normalized images ``[B, 3, H, W]``."""
+
+    def fit_normal(self, batches: Iterable[Tensor]) -> None:
+        """After training: statistics of normal images (e.g. a template); default: nothing."""
+
+    @abc.abstractmethod
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """Per-pixel anomaly scores ``[B, 1, H, W]`` at the images' resolution (eval mode)."""
+
+    def image_score(self, maps: Tensor) -> Tensor:
+        """Per-image anomaly scores ``[B]`` from the maps; default: the maximum of each map."""
+        return maps.flatten(1).amax(dim=1)
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """Adam's settings for this model (the paper's), overridable from the command line."""
+        return OptimizerSettings(lr=1e-3, clip_grad_norm=None)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """The parameters the optimizer updates (frozen encoders excluded)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def size_multiple(self) -> int:
+        """Image height and width must be multiples of this (1: any size)."""
+        return 1
+
+    def check_image_size(self, height: int, width: int) -> None:
+        """Raise ``ValueError`` naming the nearest valid sizes if the model cannot take these."""
+        multiple = self.size_multiple()
+        for name, n in (("height", height), ("width", width)):
+            if n % multiple or n < multiple:
+                lower = max(multiple, n - n % multiple)
+                raise ValueError(
+                    f"image {name} {n} is not a multiple of {multiple}, which "
+                    f"{self.name} needs with these settings; use {lower} or {lower + multiple}"
+                )
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(maps [B, 1, H, W], scores [B])`` in eval mode."""
+        maps = self.anomaly_map(images)
+        return maps, self.image_score(maps)
+
+
+MODELS: dict[str, Callable[..., AnomalyModel]] = {}
+
+
+def register_model(name: str) -> Callable[[type[AnomalyModel]], type[AnomalyModel]]:
+    """Class decorator adding a model to :data:`MODELS` under ``name``."""
+
+    def add(cls: type[AnomalyModel]) -> type[AnomalyModel]:
+        cls.name = name
+        MODELS[name] = cls
+        return cls
+
+    return add
+
+
+def build_model(name: str, **config: Any) -> AnomalyModel:
+    """The registered model ``name`` built from its config."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(sorted(MODELS))}")
+    return MODELS[name](**config)
