@@ -31,10 +31,22 @@ class AnomalyModel(nn.Module, abc.ABC):
     """
 
     name: str = ""
+    #: ``False`` for models fitted by :meth:`fit_normal` alone (no gradient steps).
+    needs_training: bool = True
+    #: Command-line defaults when no flag is given; small enough for a CPU run in minutes.
+    default_image_size: int = 256
+    default_epochs: int = 15
+    default_batch_size: int = 2
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
         self.config = dict(config)
+
+    @classmethod
+    def defaults_for(cls, category: str) -> dict[str, Any]:
+        """Constructor arguments recommended for a data category (e.g. the paper's per-class
+        settings); the command line fills in those the user did not give. Default: none."""
+        return {}
 
     @abc.abstractmethod
     def loss(self, images: Tensor) -> Tensor:
