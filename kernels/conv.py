@@ -617,7 +617,7 @@ def large_kernel_conv2d(
         >>> large_kernel_conv2d(x, w, activation="leaky_relu").shape
         torch.Size([1, 6, 8, 8])
     """
-    if torch.is_autocast_enabled(x.device.type):
+    if isinstance(x, torch.Tensor) and torch.is_autocast_enabled(x.device.type):
         # Autocast does not see through the custom op: apply its conv policy here.
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
