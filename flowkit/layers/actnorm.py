@@ -43,7 +43,8 @@ class ActNorm(Flow):
     def _initialize(self, x: Tensor) -> None:
         flat = x.transpose(0, 1).reshape(self.channels, -1)
         self.bias.copy_(-flat.mean(dim=1))
-        self.log_scale.copy_(-torch.log(flat.std(dim=1, unbiased=False) + self.eps))
+        if flat.shape[1] > 1:  # one value per channel has no spread to normalize: keep scale 1
+            self.log_scale.copy_(-torch.log(flat.std(dim=1, unbiased=False) + self.eps))
         self.is_initialized.fill_(True)
 
     def _logdet(self, x: Tensor) -> Tensor:
