@@ -3,6 +3,7 @@
 from .actnorm import ActNorm
 from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
+from .cross_scale import CouplingHalf, CrossConvolutions, CrossScaleBlock, CrossScaleCoupling
 from .permute import Permute, Reverse
 from .pyramid import LaplacianPyramid
 from .pyramid_coupling import PyramidCoupling, PyramidCouplingKind
@@ -15,6 +16,10 @@ __all__ = [
     "AdditiveCoupling",
     "AffineCoupling",
     "ConvSubnet",
+    "CouplingHalf",
+    "CrossConvolutions",
+    "CrossScaleBlock",
+    "CrossScaleCoupling",
     "HaarDownsample",
     "InvConv1x1",
     "LaplacianPyramid",

@@ -102,6 +102,9 @@ def _unflat(flat: Tensor, like: State) -> State:
 def _jacobian_checks(flow: Flow, x: State, max_entries: int) -> tuple[float, float]:
     """Logdet error and cross-sample dependence, from the float64 autograd Jacobian."""
     flow64 = copy.deepcopy(flow).double()
+    for module in flow64.modules():  # one backward per Jacobian row: replays would cost O(depth)
+        if getattr(module, "memory_saving", False):
+            module.memory_saving = False
     x64 = _flat(x).double()
     batch, dim = x64.shape
     if (batch * dim) ** 2 > max_entries:
