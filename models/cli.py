@@ -31,7 +31,8 @@ from flowkit import __version__
 from . import baseline, pyramidflow  # noqa: F401  (importing them registers the models)
 from .base import MODELS, AnomalyModel, build_model
 from .checkpoint import load_model
-from .data import SYNTHETIC_CATEGORIES, DatasetError, SyntheticConfig, write_synthetic
+from .data import DEFAULT_IMAGE_SIZE as SYNTHETIC_IMAGE_SIZE
+from .data import SYNTHETIC_CATEGORIES, DatasetError, Split, SyntheticConfig, write_synthetic
 from .errors import AppError, ConfigError
 from .evaluate import (
     LEGACY_PRO_NOTE,
@@ -284,7 +285,12 @@ def _data_settings(args: argparse.Namespace, base: RunConfig | None,
         raise ConfigError(f"--data {source.value} needs --category NAME, a folder of "
                           f"{root}")
     root = None if root is None else str(Path(root).expanduser().resolve())
-    image_size = _first(args.image_size, base and base.data.image_size, cls.default_image_size)
+    # Synthetic images are rendered no larger than their native size (a CPU-friendly default);
+    # real datasets get the model's (the paper's) size.
+    default_size = cls.default_image_size
+    if synthetic:
+        default_size = min(default_size, SYNTHETIC_IMAGE_SIZE)
+    image_size = _first(args.image_size, base and base.data.image_size, default_size)
     return DataSettings(source.value, root, category, image_size)
 
 
@@ -319,6 +325,16 @@ def _optimizer_settings(args: argparse.Namespace, base: RunConfig | None,
     if settings.get("clip_grad_norm") is not None and settings["clip_grad_norm"] <= 0:
         settings["clip_grad_norm"] = None
     return settings
+
+
+def _epochs(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyModel]) -> int:
+    """Training epochs: 0 for a model fitted by ``fit_normal`` alone."""
+    if not cls.needs_training:
+        if args.epochs:
+            raise ConfigError(f"the model {cls.name!r} is fitted without gradient steps; "
+                              "drop --epochs")
+        return 0
+    return _first(args.epochs, base and base.epochs, cls.default_epochs)
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -360,7 +376,7 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
         model=cls.name,
         model_config=dict(model.config),
         data=data,
-        epochs=_first(args.epochs, base and base.epochs, cls.default_epochs),
+        epochs=_epochs(args, base, cls),
         batch_size=_first(args.batch_size, base and base.batch_size, cls.default_batch_size),
         seed=_first(args.seed, base and base.seed, DEFAULT_SEED),
         optimizer=_optimizer_settings(args, base, model),
@@ -412,7 +428,7 @@ def _print_results(title: str, record: dict[str, Any]) -> None:
 def _evaluate(model: AnomalyModel, config: RunConfig, run: RunFolder,
               options: TrainOptions) -> dict[str, Any]:
     """Evaluate the final model on the test split; write metrics.json, heat maps, curves."""
-    dataset = config.data.dataset("test")
+    dataset = config.data.dataset(Split.TEST.value)
     evaluation = predict_dataset(model, dataset, config.batch_size, options.device,
                                  options.workers)
     try:
@@ -447,8 +463,8 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         config = resolve_config(args)
     options = _options(args)
-    for split in ("train", "test"):
-        config.data.dataset(split)  # index the files: a missing folder fails here
+    for split in Split:
+        config.data.dataset(split.value)  # index the files: a missing folder fails here
     if mode is not RunMode.RESUME:
         run = RunFolder.prepare(out, mode)
     model = train(config, run, options, resume=mode is RunMode.RESUME)

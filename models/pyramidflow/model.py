@@ -13,6 +13,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,7 @@ from flowkit.layers import LaplacianPyramid, PyramidCoupling, VolumeNormMode
 from flowkit.pyramid import compose
 
 from ..base import AnomalyModel, OptimizerSettings, register_model
+from .defaults import defaults_for
 from .encoder import Encoder, build_encoder
 from .loss import fourier_pair_loss
 
@@ -118,6 +120,15 @@ class PyramidFlow(AnomalyModel):
         for k, size in enumerate(sizes):
             self.register_buffer(f"template_{k}", torch.zeros(1, width, *size))
         self.register_buffer("has_template", torch.tensor(False))
+
+    default_image_size = 256  # the paper's, encoder "none"
+    default_epochs = 15
+    default_batch_size = 2
+
+    @classmethod
+    def defaults_for(cls, category: str) -> dict[str, Any]:
+        """The paper's per-category pyramid levels and volume normalization."""
+        return defaults_for(category)
 
     def train(self, mode: bool = True) -> PyramidFlow:
         """Set the mode of the flow; the frozen encoder stays in eval mode."""

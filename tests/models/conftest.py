@@ -1,0 +1,39 @@
+"""Fixtures of the application tests: the tiny registered model and small run settings."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from flowkit.models.run import DataSettings, RunConfig
+
+from .tiny_model import TINY, TinyAutoencoder
+
+IMAGE_SIZE = 32
+
+
+@pytest.fixture
+def tiny_config() -> RunConfig:
+    """Two epochs of the tiny model on synthetic bricks at 32 px (12 steps per epoch)."""
+    model = TinyAutoencoder()
+    return RunConfig(
+        model=TINY,
+        model_config=dict(model.config),
+        data=DataSettings("synthetic", None, "brick", IMAGE_SIZE),
+        epochs=2,
+        batch_size=4,
+        seed=0,
+        optimizer=dict(model.optimizer_settings()),
+    )
+
+
+@pytest.fixture
+def single_thread() -> Iterator[None]:
+    """One intra-op thread: the tiny model's tensors are too small to share, and on a busy
+    2-core machine a second spinning thread makes each step ~100x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
