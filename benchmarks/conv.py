@@ -17,18 +17,16 @@ Without CUDA it says so and times only the references on tiny sizes (well under 
 
 Usage::
 
-    python benchmarks/conv.py --out conv.json [--write-table]
+    python -m benchmarks.conv --out conv.json [--write-table]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import json
 import pprint
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -41,6 +39,8 @@ import triton
 from flowkit.kernels.conv import large_kernel_conv2d_reference
 from flowkit.kernels.coupling import affine_coupling_forward_reference
 from flowkit.kernels.soft_clamp import ClampFn
+
+from .common import stamp
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE_PATH = ROOT / "kernels" / "conv_table.py"
@@ -209,22 +209,6 @@ def write_table(table: list[dict[str, object]], stamp: dict[str, str]) -> None:
     note = f"# measured {stamp['date']} on {stamp['device']}, commit {stamp['commit']}\n"
     TABLE_PATH.write_text(f"{head}{note}CONV_DISPATCH_TABLE: tuple[dict[str, object], ...] = "
                           f"{body}\n")
-
-
-def stamp() -> dict[str, str]:
-    """Device, versions, commit and date of this run."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, text=True,
-                                capture_output=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "none (no commit yet)"
-    return {
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "commit": commit,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
 
 
 def print_table(rows: list[Row]) -> None:
