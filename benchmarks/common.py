@@ -5,15 +5,25 @@ from __future__ import annotations
 import datetime
 import json
 import platform
+import resource
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 
-__all__ = ["describe_device", "print_table", "stamp", "time_call", "write_json"]
+__all__ = [
+    "describe_device",
+    "peak_rss_bytes",
+    "print_table",
+    "run_isolated",
+    "stamp",
+    "time_call",
+    "write_json",
+]
 
 
 def describe_device() -> str:
@@ -88,3 +98,20 @@ def print_table(rows: Sequence[dict], columns: Sequence[str]) -> None:
 def write_json(path: str | Path, rows: Sequence[dict]) -> None:
     """Write the rows with the stamp as JSON."""
     Path(path).write_text(json.dumps({"stamp": stamp(), "rows": list(rows)}, indent=2))
+
+
+def peak_rss_bytes() -> int:
+    """The peak resident memory of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_isolated(module: str, args: Sequence[str]) -> dict:
+    """Run ``python -m module *args`` in a fresh process and parse its last line as JSON.
+
+    A fresh process per configuration makes its peak RSS its own.
+    """
+    command = [sys.executable, "-m", module, *args]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
