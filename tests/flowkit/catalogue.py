@@ -97,18 +97,12 @@ CATALOGUE = [
         for half in ("first", "second")
     ),
     Entry(
-        "CrossScaleBlock",
-        lambda c: layers.CrossScaleBlock(c, hidden=6, kernel_size=5, clamp=1.5),
-        min_channels=2,
-        multiscale=3,
-    ),
-    Entry(
         "CrossScaleBlock-stack-memory-saving",
         lambda c: flowkit.Sequential(
             flowkit.Parallel(*(layers.Permute(c, seed=k) for k in range(3))),
             *layers.CrossScaleBlock(c, hidden=6),
             flowkit.Parallel(*(layers.Permute(c, seed=3 + k) for k in range(3))),
-            *layers.CrossScaleBlock(c, hidden=6),
+            *layers.CrossScaleBlock(c, hidden=6, kernel_size=5, clamp=1.5),
             memory_saving=True,
         ),
         min_channels=2,

