@@ -6,4 +6,12 @@ Importing this package registers the built-in models (see :data:`flowkit.models.
 from . import baseline, csflow, pyramidflow
 from .base import MODELS, AnomalyModel, build_model, register_model
 
-__all__ = ["MODELS", "AnomalyModel", "baseline", "build_model", "csflow", "pyramidflow", "register_model"]
+__all__ = [
+    "MODELS",
+    "AnomalyModel",
+    "baseline",
+    "build_model",
+    "csflow",
+    "pyramidflow",
+    "register_model",
+]
