@@ -55,6 +55,7 @@ setup(
             "pytest-benchmark>=4",
             "scikit-learn>=1.3",
             "ruff>=0.5",
+            "revlib>=1.7.2",  # compared in benchmarks/memory.py (no dependencies)
             *CSFLOW,  # so CI tests CS-Flow on its real offline backbone
         ],
         "csflow": CSFLOW,
