@@ -11,6 +11,9 @@ A checkpoint is a dict with these keys (no pickled code, so loading cannot run c
     rng_states       {"torch": ByteTensor, "cuda": [ByteTensor], "numpy": {...}, "python": [...]}
     epoch            int, finished epochs
     step             int, optimizer steps taken
+    partial_epoch    dict, the unfinished epoch: {"steps": int, "loss_sum": float,
+                     "seconds": float}, all zero at an epoch's end (format 2; read as zero
+                     from a format-1 file)
     run_config       dict, the RunConfig as JSON-able data
 """
 
@@ -34,6 +37,7 @@ from .run import atomic_write
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CHECKPOINT_KEYS",
+    "NO_PARTIAL_EPOCH",
     "capture_rng_states",
     "load_checkpoint",
     "load_model",
@@ -42,13 +46,19 @@ __all__ = [
     "save_checkpoint",
 ]
 
-CHECKPOINT_FORMAT_VERSION = 1
+CHECKPOINT_FORMAT_VERSION = 2
 """Bumped whenever the layout changes; a reader refuses versions newer than its own."""
 
 CHECKPOINT_KEYS = frozenset({
     "format_version", "flowkit_version", "model_name", "model_config", "model_state",
-    "optimizer_state", "rng_states", "epoch", "step", "run_config",
+    "optimizer_state", "rng_states", "epoch", "step", "partial_epoch", "run_config",
 })
+
+NO_PARTIAL_EPOCH = {"steps": 0, "loss_sum": 0.0, "seconds": 0.0}
+"""The ``partial_epoch`` of a checkpoint written at an epoch's end."""
+
+_ADDED_KEYS = {2: {"partial_epoch": NO_PARTIAL_EPOCH}}
+"""Keys a format version added, with the value they have in an older checkpoint."""
 
 
 def capture_rng_states() -> dict[str, Any]:
@@ -91,6 +101,7 @@ def save_checkpoint(
     epoch: int,
     step: int,
     run_config: dict[str, Any],
+    partial_epoch: dict[str, Any] | None = None,
 ) -> None:
     """Write a checkpoint atomically: a crash leaves the previous file (or none), never half.
 
@@ -101,6 +112,8 @@ def save_checkpoint(
         epoch: finished epochs.
         step: optimizer steps taken.
         run_config: the run's settings, JSON-able.
+        partial_epoch: steps, loss sum and seconds of an unfinished epoch (a checkpoint
+            written on a stop signal); ``None``: at an epoch's end.
     """
     checkpoint = {
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -112,6 +125,7 @@ def save_checkpoint(
         "rng_states": capture_rng_states(),
         "epoch": epoch,
         "step": step,
+        "partial_epoch": dict(partial_epoch or NO_PARTIAL_EPOCH),
         "run_config": run_config,
     }
     atomic_write(path, lambda handle: torch.save(checkpoint, handle))
@@ -159,6 +173,9 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
             f"{checkpoint.get('flowkit_version', '?')}; this flowkit {__version__} reads "
             f"formats up to {CHECKPOINT_FORMAT_VERSION}: upgrade flowkit"
         )
+    for added_in, defaults in _ADDED_KEYS.items():  # read older formats
+        if version < added_in:
+            checkpoint = {**defaults, **checkpoint}
     missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
     if missing:
         raise CheckpointError(f"{path} is not a complete flowkit checkpoint: it lacks {missing}")

@@ -1,26 +1,31 @@
 """The ``flowkit`` command line: one entry point, one subcommand per job.
 
-``flowkit train`` trains a registered model and evaluates the final one on the test split,
-``flowkit eval RUN`` recomputes a run's metrics from its final checkpoint, and
-``flowkit data synth`` writes the synthetic dataset to disk in the MVTec-AD layout.
+``flowkit train`` trains a registered model (on one process, or several under ``torchrun``)
+and evaluates the final one on the test split, ``flowkit eval RUN`` recomputes a run's
+metrics from its final checkpoint, ``flowkit predict RUN IMAGES --out DIR`` writes anomaly
+maps, overlays and verdicts for new images, and ``flowkit data synth`` writes the synthetic
+dataset to disk in the MVTec-AD layout.
 
 Expected failures (a missing dataset folder, an unreadable image, an image size the model
-cannot take, a bad checkpoint, an existing run folder, a NaN loss) print one ``error:`` line
-naming the problem and the fix, and exit with code 2; a bug exits with 1. ``--debug`` adds
-the traceback. Models from other packages join the ``--model`` choices when their modules are
-listed, comma-separated, in the environment variable ``FLOWKIT_MODEL_MODULES``.
+cannot take, a bad checkpoint, an existing run folder, a NaN loss, running out of memory)
+print one ``error:`` line naming the problem and the fix, and exit with code 2; a bug exits
+with 1. ``--debug`` adds the traceback. SIGINT (Ctrl-C) and SIGTERM stop training after the
+current step with a checkpoint to resume from, and exit with 130 and 143. Models from other
+packages join the ``--model`` choices when their modules are listed, comma-separated, in the
+environment variable ``FLOWKIT_MODEL_MODULES``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib
 import inspect
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +33,18 @@ import torch
 
 from flowkit import __version__
 
-from . import baseline, pyramidflow  # noqa: F401  (importing them registers the models)
+from . import baseline, csflow, pyramidflow  # noqa: F401  (importing them registers the models)
 from .base import MODELS, AnomalyModel, build_model
 from .checkpoint import load_model
 from .data import DEFAULT_IMAGE_SIZE as SYNTHETIC_IMAGE_SIZE
 from .data import SYNTHETIC_CATEGORIES, DatasetError, Split, SyntheticConfig, write_synthetic
-from .errors import AppError, ConfigError
+from .distributed import (
+    Distributed,
+    distributed_session,
+    per_process_batch,
+    world_size_from_environment,
+)
+from .errors import AppError, ConfigError, Interrupted, OutOfMemoryError
 from .evaluate import (
     LEGACY_PRO_NOTE,
     METRIC_LABELS,
@@ -41,8 +52,26 @@ from .evaluate import (
     predict_dataset,
     write_metrics,
 )
-from .run import DataSettings, DataSource, RunConfig, RunFolder, RunMode
-from .train import TrainOptions, train
+from .predict import (
+    OutputFormat,
+    Prediction,
+    Thresholds,
+    find_images,
+    fit_thresholds,
+    predict_images,
+    predictions_record,
+    read_thresholds,
+)
+from .run import (
+    DataSettings,
+    DataSource,
+    RunConfig,
+    RunFolder,
+    RunMode,
+    atomic_folder,
+    write_json,
+)
+from .train import StopSignals, TrainOptions, train
 from .visualize import save_curves, save_heatmaps
 
 __all__ = [
@@ -50,9 +79,11 @@ __all__ = [
     "DEFAULT_SYNTHETIC_CATEGORY",
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
+    "EXIT_SIGNAL_BASE",
     "EXIT_UNEXPECTED",
     "MODEL_FLAGS",
     "MODEL_MODULES_VARIABLE",
+    "PREDICTIONS_FILE",
     "build_parser",
     "main",
     "resolve_config",
@@ -65,16 +96,23 @@ DEFAULT_SEED = 0
 EXIT_ERROR = 2
 """An expected failure the user can fix (also argparse's code for bad arguments)."""
 EXIT_UNEXPECTED = 1
-EXIT_INTERRUPTED = 130
+EXIT_SIGNAL_BASE = 128
+"""Plus the signal number: 130 after SIGINT, 143 after SIGTERM (the shell's convention)."""
+EXIT_INTERRUPTED = EXIT_SIGNAL_BASE + 2  # SIGINT before the handlers are in place
 MODEL_MODULES_VARIABLE = "FLOWKIT_MODEL_MODULES"
+PREDICTIONS_FILE = "predictions.json"
 
-MODEL_FLAGS = ("levels", "volume_norm", "channels", "num_stack", "kernel_size", "memory_saving")
+MODEL_FLAGS = (
+    "levels", "volume_norm", "channels", "num_stack", "kernel_size", "memory_saving",
+    "backbone", "backbone_weights", "hidden", "num_blocks", "last_kernel_size", "map_mode",
+)
 """Flags passed to the model's constructor under the same name, when given."""
 
 _AUTO = "auto"
 _OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
 _RESUMABLE_CHANGES = frozenset({"epochs"})  # a resumed run may be extended
 _EXPECTED_ERRORS = (AppError, DatasetError)
+_OUT_OF_MEMORY_MESSAGES = ("out of memory", "can't allocate memory")  # CUDA, CPU allocator
 
 
 # ---------------------------------------------------------------- argument types
@@ -135,6 +173,13 @@ def _add_run_flags(parser: argparse.ArgumentParser) -> None:
                         help="data-loading processes (default: %(default)s)")
 
 
+def _add_inference_flags(parser: argparse.ArgumentParser) -> None:
+    """``--batch-size`` (it never changes the maps) and the run flags, for eval and predict."""
+    parser.add_argument("--batch-size", type=_positive_int,
+                        help="images per batch (default: the run's)")
+    _add_run_flags(parser)
+
+
 def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     """``flowkit train``."""
     parser = commands.add_parser(
@@ -156,7 +201,9 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     training.add_argument("--model", choices=sorted(MODELS),
                           help=f"registered model (default: {DEFAULT_MODEL})")
     training.add_argument("--epochs", type=_non_negative_int, help="default: the model's")
-    training.add_argument("--batch-size", type=_positive_int, help="default: the model's")
+    training.add_argument("--batch-size", type=_positive_int,
+                          help="the global batch: under torchrun each of N processes takes "
+                          "1/N of it (default: the model's)")
     training.add_argument("--seed", type=int, help=f"default: {DEFAULT_SEED}")
     training.add_argument("--lr", type=_positive_float, help="Adam's learning rate")
     training.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"))
@@ -170,7 +217,7 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
                         help=f"run folder (default: {DEFAULT_RUNS_DIR}/<model>-<category>)")
     mode = output.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
-                      help="continue the run in --out from its last finished epoch")
+                      help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
     model = parser.add_argument_group("model settings (default: the model's for the category)")
     model.add_argument("--levels", type=_positive_int, help="pyramid levels")
@@ -181,6 +228,14 @@ def _add_train_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     model.add_argument("--kernel-size", type=_positive_int)
     model.add_argument("--memory-saving", action=argparse.BooleanOptionalAction,
                        help="rebuild activations in backward instead of storing them")
+    model.add_argument("--backbone", help="CS-Flow: efficientnet-lite0, efficientnet-b5, random")
+    model.add_argument("--backbone-weights", help="CS-Flow: local weights file (B5)")
+    model.add_argument("--hidden", type=_positive_int, help="CS-Flow: subnet hidden width")
+    model.add_argument("--num-blocks", type=_positive_int, help="CS-Flow: coupling blocks")
+    model.add_argument("--last-kernel-size", type=_positive_int,
+                       help="CS-Flow: kernel of the last block")
+    model.add_argument("--map-mode", choices=("finest", "all"),
+                       help="CS-Flow: anomaly map from the finest scale or all scales")
 
 
 def _add_eval_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -193,7 +248,35 @@ def _add_eval_parser(commands: Any, common: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_run_eval)
     parser.add_argument("run_dir", metavar="RUN", help="a run folder of `flowkit train`")
     parser.add_argument("--data-root", metavar="DIR", help="the dataset, if it has moved")
-    _add_run_flags(parser)
+    _add_inference_flags(parser)
+
+
+def _add_predict_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``flowkit predict``."""
+    parser = commands.add_parser(
+        "predict", parents=[common], help="anomaly maps and verdicts for new images",
+        description="Run a run's final model on image files or folders. Writes, per image, "
+        "the anomaly map (16-bit PNG and/or float32 .npy) and an overlay PNG, and "
+        f"{PREDICTIONS_FILE} with every image's score and verdict; an image is anomalous "
+        "when its score exceeds the threshold fitted on the run's normal training images "
+        "(threshold.json).",
+    )
+    parser.set_defaults(run=_run_predict)
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder of `flowkit train`")
+    parser.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="image files, and folders of images")
+    parser.add_argument("--out", metavar="DIR", required=True, help="the output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the --out folder of an earlier prediction")
+    parser.add_argument("--recursive", action="store_true",
+                        help="also take the images in sub-folders of the folders given")
+    parser.add_argument("--format", choices=[f.value for f in OutputFormat],
+                        default=OutputFormat.PNG.value,
+                        help="anomaly-map files: 16-bit PNG, float32 .npy, or both "
+                        "(default: %(default)s; the overlay PNG is always written)")
+    parser.add_argument("--image-size", type=_positive_int, metavar="PX",
+                        help="images are resized to PX x PX (default: the run's)")
+    _add_inference_flags(parser)
 
 
 def _add_data_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -231,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _common_flags()
     _add_train_parser(commands, common)
     _add_eval_parser(commands, common)
+    _add_predict_parser(commands, common)
     _add_data_parser(commands, common)
     return parser
 
@@ -402,10 +486,57 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _options(args: argparse.Namespace) -> TrainOptions:
-    """Device, workers and progress bars (shown on a terminal unless ``--quiet``)."""
-    return TrainOptions(device=_device(args.device), workers=args.workers,
-                        progress=not args.quiet and sys.stderr.isatty(), quiet=args.quiet)
+def _options(args: argparse.Namespace, device: torch.device | None = None,
+             distributed: Distributed | None = None,
+             stop: StopSignals | None = None) -> TrainOptions:
+    """Device, workers, progress bars (on a terminal, rank 0, unless ``--quiet``), processes
+    and signal handlers."""
+    distributed = distributed or Distributed()
+    return TrainOptions(
+        device=device or _device(args.device), workers=args.workers,
+        progress=distributed.is_main and not args.quiet and sys.stderr.isatty(),
+        quiet=args.quiet or not distributed.is_main, distributed=distributed, stop=stop,
+    )
+
+
+def _takes(cls: type[AnomalyModel], key: str) -> bool:
+    """Whether the model's constructor takes ``key``."""
+    parameters = inspect.signature(cls).parameters
+    return key in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is a GPU's or the host's allocator running out of memory."""
+    return isinstance(error, (MemoryError, torch.cuda.OutOfMemoryError)) or (
+        isinstance(error, RuntimeError)
+        and any(text in str(error).lower() for text in _OUT_OF_MEMORY_MESSAGES))
+
+
+@contextlib.contextmanager
+def _memory_advice(doing: str, advice: str) -> Iterator[None]:
+    """Turn running out of memory while ``doing`` into an :class:`OutOfMemoryError` whose
+    one-line message gives ``advice``."""
+    try:
+        yield
+    except (RuntimeError, MemoryError) as error:
+        if not _is_out_of_memory(error):
+            raise
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise OutOfMemoryError(f"out of memory while {doing} ({reason}); {advice}") from error
+
+
+def _inference_advice(batch_size: int, device: torch.device) -> str:
+    """What to do when evaluating or predicting runs out of memory."""
+    cpu = " or --device cpu" if device.type == "cuda" else ""
+    return f"lower --batch-size (now {batch_size}){cpu}"
+
+
+def _single_process(command: str) -> None:
+    """Refuse to run ``command`` under torchrun (it would run once per process)."""
+    if world_size_from_environment() > 1:
+        raise ConfigError(f"flowkit {command} runs in one process: start it with python or "
+                          "flowkit, not torchrun")
 
 
 # ---------------------------------------------------------------- commands
@@ -425,12 +556,13 @@ def _print_results(title: str, record: dict[str, Any]) -> None:
     print(f"({LEGACY_PRO_NOTE})")
 
 
-def _evaluate(model: AnomalyModel, config: RunConfig, run: RunFolder,
-              options: TrainOptions) -> dict[str, Any]:
+def _evaluate(model: AnomalyModel, config: RunConfig, run: RunFolder, options: TrainOptions,
+              batch_size: int) -> dict[str, Any]:
     """Evaluate the final model on the test split; write metrics.json, heat maps, curves."""
     dataset = config.data.dataset(Split.TEST.value)
-    evaluation = predict_dataset(model, dataset, config.batch_size, options.device,
-                                 options.workers)
+    with _memory_advice("evaluating", _inference_advice(batch_size, options.device)):
+        evaluation = predict_dataset(model, dataset, batch_size, options.device,
+                                     options.workers)
     try:
         metrics = compute_metrics(evaluation)
     except ValueError as error:
@@ -452,30 +584,54 @@ def _default_out(args: argparse.Namespace) -> Path:
     return DEFAULT_RUNS_DIR / f"{args.model or DEFAULT_MODEL}-{category}"
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    """``flowkit train``: everything is checked before the run folder is touched."""
+def _training_advice(config: RunConfig) -> str:
+    """What to do when training runs out of memory."""
+    memory_saving = ", --memory-saving" if _takes(_model_class(config.model), "memory_saving") \
+        else ""
+    return (f"lower --batch-size (now {config.batch_size}){memory_saving} or a smaller "
+            f"--image-size (now {config.data.image_size}), in a new run")
+
+
+def _run_train(args: argparse.Namespace, stop: StopSignals) -> int:
+    """``flowkit train``: every process checks everything before rank 0 touches the run
+    folder; a new run that fails before its first checkpoint leaves nothing behind."""
     out = Path(args.out) if args.out else _default_out(args)
     mode = RunMode.RESUME if args.resume else RunMode.OVERWRITE if args.overwrite \
         else RunMode.NEW
-    if mode is RunMode.RESUME:  # the run's own settings, flags checked against them
-        run = RunFolder.prepare(out, mode)
-        config = resolve_config(args, run.read_config())
-    else:
-        config = resolve_config(args)
-    options = _options(args)
-    for split in Split:
-        config.data.dataset(split.value)  # index the files: a missing folder fails here
-    if mode is not RunMode.RESUME:
-        run = RunFolder.prepare(out, mode)
-    model = train(config, run, options, resume=mode is RunMode.RESUME)
-    record = _evaluate(model, config, run, options)
+    with distributed_session(_device(args.device)) as (distributed, device):
+        RunFolder.check(out, mode)
+        # Resuming: the run's own settings, the flags checked against them.
+        config = resolve_config(args, RunFolder(out).read_config()
+                                if mode is RunMode.RESUME else None)
+        per_process_batch(config.batch_size, distributed.world_size)
+        for split in Split:
+            config.data.dataset(split.value)  # index the files: a missing folder fails here
+        distributed.barrier()
+        run = RunFolder.prepare(out, mode) if distributed.is_main else RunFolder(out)
+        distributed.barrier()
+        options = _options(args, device, distributed, stop)
+        try:
+            with _memory_advice("training", _training_advice(config)):
+                model = train(config, run, options, resume=mode is RunMode.RESUME)
+        except BaseException:
+            if mode is RunMode.NEW and distributed.is_main:
+                run.discard_if_untrained()
+            raise
+    if model is None:  # not rank 0: it reports
+        return 0
+    try:
+        record = _evaluate(model, config, run, options, config.batch_size)
+    except Interrupted as error:
+        raise Interrupted(error.signal_number, f"{error} while evaluating; the final model "
+                          f"is saved: evaluate it with flowkit eval {run.root}") from None
     _print_results(f"{config.model} on {config.data.name}, final model after {config.epochs} "
                    f"epochs: {run.root}", record)
     return 0
 
 
-def _run_eval(args: argparse.Namespace) -> int:
+def _run_eval(args: argparse.Namespace, stop: StopSignals) -> int:
     """``flowkit eval RUN``."""
+    _single_process("eval")
     run = RunFolder.open(args.run_dir)
     config = run.read_config()
     if args.data_root is not None:
@@ -483,12 +639,82 @@ def _run_eval(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
     options = _options(args)
     model = load_model(run.final_checkpoint, options.device, expected_model=config.model)
-    record = _evaluate(model, config, run, options)
+    record = _evaluate(model, config, run, options, args.batch_size or config.batch_size)
     _print_results(f"{config.model} on {config.data.name}: {run.final_checkpoint}", record)
     return 0
 
 
-def _run_synth(args: argparse.Namespace) -> int:
+def _check_predict_out(out: Path, overwrite: bool) -> None:
+    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a folder that
+    holds anything but an earlier prediction."""
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ConfigError(f"the output folder {out} exists; pass --overwrite to replace it, "
+                          "or choose another --out")
+    if not out.is_dir() or (any(out.iterdir()) and not (out / PREDICTIONS_FILE).is_file()):
+        raise ConfigError(f"refusing to replace {out}: it does not hold the output of "
+                          f"flowkit predict (no {PREDICTIONS_FILE}); choose another --out")
+
+
+def _thresholds(run: RunFolder, config: RunConfig, model: AnomalyModel,
+                options: TrainOptions, batch_size: int) -> tuple[Thresholds, bool]:
+    """The run's thresholds, fitted on its training images if ``threshold.json`` is missing
+    (a run trained before flowkit wrote it); and whether they were fitted now."""
+    if run.threshold.is_file():
+        return read_thresholds(run.threshold), False
+    training = config.data.dataset(Split.TRAIN.value)
+    return fit_thresholds(model, training, batch_size, options.device, options.workers), True
+
+
+def _print_predictions(predictions: Sequence[Prediction], thresholds: Thresholds,
+                       out: Path) -> None:
+    """The threshold, one line per image (score, verdict, file), and a summary."""
+    print(f"threshold: an image score above {thresholds.image:.6g} is anomalous (the "
+          f"{thresholds.quantile} quantile of the {thresholds.num_images} normal training "
+          "images' scores)")
+    print(f"{'score':>12}  {'verdict':9}  image")
+    for prediction in predictions:
+        verdict = "ANOMALOUS" if prediction.anomalous else "normal"
+        print(f"{prediction.score:12.6g}  {verdict:9}  {prediction.image}")
+    anomalous = sum(p.anomalous for p in predictions)
+    print(f"{anomalous} of {len(predictions)} images anomalous; maps, overlays and "
+          f"{PREDICTIONS_FILE} in {out}")
+
+
+def _run_predict(args: argparse.Namespace, stop: StopSignals) -> int:
+    """``flowkit predict RUN IMAGES --out DIR``: nothing is written unless every image is
+    predicted (the output folder is filled under a temporary name, then renamed)."""
+    _single_process("predict")
+    run = RunFolder.open(args.run_dir)
+    config = run.read_config()
+    out = Path(args.out)
+    _check_predict_out(out, args.overwrite)
+    images = find_images(args.images, args.recursive)
+    options = _options(args)
+    model = load_model(run.final_checkpoint, options.device, expected_model=config.model)
+    size = args.image_size or config.data.image_size
+    try:
+        model.check_image_size(size, size)
+    except ValueError as error:
+        raise ConfigError(f"{error} (set --image-size)") from error
+    batch_size = args.batch_size or config.batch_size
+    with _memory_advice("predicting", _inference_advice(batch_size, options.device)):
+        thresholds, fitted = _thresholds(run, config, model, options, batch_size)
+        with atomic_folder(out) as folder:
+            predictions = predict_images(model, images, folder, thresholds, size, batch_size,
+                                         options.device, args.format, options.workers,
+                                         options.progress)
+            write_json(folder / PREDICTIONS_FILE, predictions_record(
+                predictions, thresholds, run=str(run.root), checkpoint=str(run.final_checkpoint),
+                model=config.model, image_size=size))
+    if fitted:
+        write_json(run.threshold, thresholds.to_json())
+    _print_predictions(predictions, thresholds, out)
+    return 0
+
+
+def _run_synth(args: argparse.Namespace, stop: StopSignals) -> int:
     """``flowkit data synth``."""
     try:
         root = write_synthetic(args.out, args.categories, args.image_size, args.num_train,
@@ -508,6 +734,12 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
+def _rank_prefix() -> str:
+    """``"rank N: "`` for the processes after the first of a torchrun job, else ``""``."""
+    rank = int(os.environ.get("RANK", "0"))
+    return f"rank {rank}: " if rank else ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the process exit code."""
     args = None
@@ -517,21 +749,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             parser.print_help()
             return 0
-        return args.run(args)
+        with StopSignals() as stop:
+            return args.run(args, stop)
+    except Interrupted as stopped:  # rank 0 reports what every process did
+        if not _rank_prefix():
+            print(_one_line(stopped), file=sys.stderr)
+        return EXIT_SIGNAL_BASE + stopped.signal_number
     except _EXPECTED_ERRORS as error:
         if args is not None and args.debug:
             traceback.print_exc()
-        print(f"error: {_one_line(error)}", file=sys.stderr)
+        print(f"{_rank_prefix()}error: {_one_line(error)}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print("error: interrupted; a training run continues from its last finished epoch "
-              "with --resume", file=sys.stderr)
+        print("error: interrupted; a training run continues from its last checkpoint with "
+              "--resume", file=sys.stderr)
         return EXIT_INTERRUPTED
     except Exception as error:  # a bug: say so, keep the traceback for --debug
         if args is not None and args.debug:
             traceback.print_exc()
-        print(f"error: unexpected {type(error).__name__}: {_one_line(error)} (a bug; rerun "
-              "with --debug for the traceback and report it)", file=sys.stderr)
+        print(f"{_rank_prefix()}error: unexpected {type(error).__name__}: {_one_line(error)} "
+              "(a bug; rerun with --debug for the traceback and report it)", file=sys.stderr)
         return EXIT_UNEXPECTED
 
 

@@ -2,10 +2,21 @@
 
 The command line prints any :class:`AppError` (and a
 :class:`~flowkit.models.data.DatasetError`) as one ``error: ...`` line with exit code 2;
-anything else is a bug and exits with 1.
+anything else is a bug and exits with 1. An :class:`Interrupted` command exits with
+``128 + signal number``, the shell's convention (130 for SIGINT, 143 for SIGTERM).
 """
 
-__all__ = ["AppError", "CheckpointError", "ConfigError", "NonFiniteLossError", "RunFolderError"]
+import signal
+
+__all__ = [
+    "AppError",
+    "CheckpointError",
+    "ConfigError",
+    "Interrupted",
+    "NonFiniteLossError",
+    "OutOfMemoryError",
+    "RunFolderError",
+]
 
 
 class AppError(Exception):
@@ -30,3 +41,28 @@ class RunFolderError(AppError, ValueError):
 class NonFiniteLossError(AppError, ArithmeticError):
     """Training produced a NaN or infinite loss or gradient norm; the message names the step
     and the last good checkpoint."""
+
+
+class OutOfMemoryError(AppError, MemoryError):
+    """The device (or the host) ran out of memory; the message names the flags that use less."""
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM stopped the command.
+
+    A ``BaseException``, as ``KeyboardInterrupt`` is, so that no ``except Exception`` on the
+    way (e.g. one turning a failed image read into a dataset error) swallows it.
+
+    Args:
+        signal_number: the signal received.
+        message: what was saved and how to continue.
+    """
+
+    def __init__(self, signal_number: int, message: str) -> None:
+        super().__init__(message)
+        self.signal_number = signal_number
+
+    @property
+    def signal_name(self) -> str:
+        """``"SIGINT"`` or ``"SIGTERM"``."""
+        return signal.Signals(self.signal_number).name

@@ -7,7 +7,8 @@ A run folder holds everything a run produces::
         history.json         per-epoch mean loss, steps and seconds
         train.log            one line per epoch and per stage
         metrics.json         test metrics of the final model, with timing
-        checkpoints/last.pt  written after every epoch (resume point)
+        threshold.json       anomaly thresholds from the normal training images (predict)
+        checkpoints/last.pt  written after every epoch, and on SIGINT/SIGTERM (resume point)
         checkpoints/final.pt the reported model: after the last epoch and ``fit_normal``
         heatmaps/*.png       image | ground truth | anomaly map, for a few test images
         curves/roc.png, curves/pro.png
@@ -23,7 +24,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -39,6 +42,7 @@ __all__ = [
     "RunConfig",
     "RunFolder",
     "RunMode",
+    "atomic_folder",
     "atomic_write",
     "read_json",
     "write_json",
@@ -76,6 +80,34 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> None:
     except BaseException:  # also KeyboardInterrupt: never leave the temporary file behind
         Path(handle.name).unlink(missing_ok=True)
         raise
+    _fsync_folder(path.parent)
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Fill a folder that appears whole or not at all.
+
+    Yields a temporary folder beside ``path`` (its parents are created); when the block ends
+    without an error, an existing ``path`` is deleted and the temporary folder renamed to
+    it; on any error (also ``KeyboardInterrupt``) the temporary folder is deleted and
+    ``path`` is left untouched. Whether ``path`` may be replaced is the caller's to check.
+
+    Args:
+        path: the folder to create or replace.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not tempfile.mkdtemp: its folders are private (0700), this one becomes the result.
+    temporary = path.parent / f".{path.name}.{uuid.uuid4().hex}{_TEMPORARY_SUFFIX}"
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if path.exists():
+        shutil.rmtree(path)
+    os.replace(temporary, path)
     _fsync_folder(path.parent)
 
 
@@ -242,6 +274,11 @@ class RunFolder:
         return self.root / "metrics.json"
 
     @property
+    def threshold(self) -> Path:
+        """``threshold.json``: the anomaly thresholds ``flowkit predict`` applies."""
+        return self.root / "threshold.json"
+
+    @property
     def checkpoints(self) -> Path:
         """The checkpoint folder."""
         return self.root / "checkpoints"
@@ -267,15 +304,13 @@ class RunFolder:
         return self.root / "curves"
 
     @classmethod
-    def prepare(cls, root: str | Path, mode: RunMode | str) -> RunFolder:
-        """Check that ``root`` may be used in ``mode`` and create its folders.
-
-        Nothing is written or deleted when the check fails.
+    def check(cls, root: str | Path, mode: RunMode | str) -> RunFolder:
+        """Check, without touching anything, that ``root`` may be used in ``mode``.
 
         Args:
             root: the run folder.
             mode: ``new`` (the folder must not exist), ``resume`` (it must hold a run) or
-                ``overwrite`` (an existing run folder, or an empty folder, is deleted first).
+                ``overwrite`` (it must be a run folder, an empty folder, or absent).
 
         Raises:
             RunFolderError: the folder exists in ``new`` mode, holds no run in ``resume``
@@ -292,15 +327,31 @@ class RunFolder:
             raise RunFolderError(
                 f"nothing to resume: {run.config} does not exist; drop --resume to start the run"
             )
-        if mode is RunMode.RESUME:  # a killed run may leave an atomic write's temporary file
+        if mode is RunMode.OVERWRITE and exists and (
+            not run.root.is_dir() or (any(run.root.iterdir()) and not run.config.is_file())
+        ):
+            raise RunFolderError(
+                f"refusing to overwrite {run.root}: it is not a flowkit run folder (no "
+                "config.json); choose another --out"
+            )
+        return run
+
+    @classmethod
+    def prepare(cls, root: str | Path, mode: RunMode | str) -> RunFolder:
+        """:meth:`check` ``root``, then create its folders.
+
+        ``overwrite`` deletes an existing run first; ``resume`` removes the temporary files
+        of atomic writes a killed run left behind. Nothing is written or deleted when the
+        check fails.
+
+        Raises:
+            RunFolderError: as :meth:`check`.
+        """
+        run, mode = cls.check(root, mode), RunMode(mode)
+        if mode is RunMode.RESUME:
             for stale in (*run.root.glob(_TEMPORARY), *run.checkpoints.glob(_TEMPORARY)):
                 stale.unlink()
-        if mode is RunMode.OVERWRITE and exists:
-            if not run.root.is_dir() or (any(run.root.iterdir()) and not run.config.is_file()):
-                raise RunFolderError(
-                    f"refusing to overwrite {run.root}: it is not a flowkit run folder (no "
-                    "config.json); choose another --out"
-                )
+        if mode is RunMode.OVERWRITE and run.root.exists():
             shutil.rmtree(run.root)
         for folder in (run.root, run.checkpoints, run.heatmaps, run.curves):
             folder.mkdir(parents=True, exist_ok=True)
@@ -308,7 +359,7 @@ class RunFolder:
 
     @classmethod
     def open(cls, root: str | Path) -> RunFolder:
-        """An existing run folder, for evaluation.
+        """An existing run folder, for evaluation and prediction (nothing is created).
 
         Raises:
             RunFolderError: ``root`` is not a run folder.
@@ -319,9 +370,16 @@ class RunFolder:
                 f"{run.root} is not a flowkit run folder (no config.json); pass the --out "
                 "folder of a `flowkit train` run"
             )
-        for folder in (run.heatmaps, run.curves):
-            folder.mkdir(parents=True, exist_ok=True)
         return run
+
+    def discard_if_untrained(self) -> None:
+        """Delete a run folder this command created if it holds no checkpoint yet.
+
+        After a new run fails before its first checkpoint, nothing of it is left, and the same
+        command can simply be run again.
+        """
+        if not any(self.checkpoints.glob("*.pt")):
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def read_config(self) -> RunConfig:
         """The run's :class:`RunConfig`."""

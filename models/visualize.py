@@ -1,4 +1,5 @@
-"""Pictures of a run: heat-map overlays of test images, and the ROC and PRO curves.
+"""Pictures of a run: heat-map overlays of test images and of predictions, and the ROC and PRO
+curves.
 
 Drawn with matplotlib's object-oriented API on the Agg canvas: no display, no pyplot state.
 """
@@ -31,6 +32,7 @@ __all__ = [
     "save_curves",
     "save_heatmaps",
     "save_overlay",
+    "save_prediction_overlay",
     "save_pro_plot",
     "save_roc_plot",
     "select_examples",
@@ -56,13 +58,15 @@ _QUANTILE_SAMPLES = 1 << 20
 _MIN_RANGE = 1e-12  # a constant map still gets a valid colour scale
 _DPI = 100
 _PANEL_INCHES = 3.0
+_COLORBAR_INCHES = 1.0  # the colour bar and its tick labels, right of the panels
 _MAX_CURVE_POINTS = 2000  # a plotted curve is thinned to this many points
 
 
-def _outline(axes: Axes, mask: np.ndarray) -> None:
-    """Draw the boundary of a binary mask."""
-    if mask.any() and not mask.all():
-        axes.contour(mask.astype(np.float32), levels=[0.5], colors=[OUTLINE_COLOR],
+def _outline(axes: Axes, values: np.ndarray, level: float) -> None:
+    """Draw the boundary of the region where ``values`` exceed ``level``."""
+    above = values > level
+    if above.any() and not above.all():
+        axes.contour(values.astype(np.float32), levels=[level], colors=[OUTLINE_COLOR],
                      linewidths=1.2)
 
 
@@ -74,14 +78,52 @@ def _save(figure: Figure, path: str | Path) -> Path:
     return path
 
 
+def _as_arrays(image: Tensor, anomaly_map: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The image as ``[H, W, 3]`` RGB and ``[H, W]`` gray, and the map as ``[H, W]``."""
+    pixels = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
+    scores = anomaly_map.detach().float().reshape(image.shape[-2:]).cpu().numpy()
+    return pixels, pixels @ _LUMA, scores
+
+
+def _figure(names: Sequence[str], value_range: tuple[float, float],
+            title: str) -> tuple[Figure, list[Axes], Axes]:
+    """One panel per name side by side, titled, and a colour bar of the map on the right.
+
+    Returns:
+        The figure, its panels, and the colour bar's axes.
+    """
+    width = len(names) * _PANEL_INCHES + _COLORBAR_INCHES
+    figure = Figure(figsize=(width, _PANEL_INCHES + 0.6))
+    right = 1 - _COLORBAR_INCHES / width
+    figure.subplots_adjust(left=0.01, right=right, bottom=0.02, top=0.86, wspace=0.04)
+    panels = list(figure.subplots(1, len(names)))
+    for axes, name in zip(panels, names, strict=True):
+        axes.set_title(name, fontsize=10)
+        axes.set_axis_off()
+    bar = figure.add_axes((right + 0.1 / width, 0.06, 0.15 / width, 0.76))
+    figure.colorbar(ScalarMappable(Normalize(*value_range), COLORMAP), cax=bar)
+    if title:
+        figure.suptitle(title, fontsize=10)
+    return figure, panels, bar
+
+
+def _draw_map(axes: Axes, gray: np.ndarray, scores: np.ndarray,
+              value_range: tuple[float, float]) -> None:
+    """The map in :data:`COLORMAP` with :data:`MAP_ALPHA` over the grayscale image (so the
+    colours read as the colour bar says)."""
+    axes.imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    axes.imshow(scores, cmap=COLORMAP, alpha=MAP_ALPHA, vmin=value_range[0],
+                vmax=value_range[1], interpolation="bilinear")
+
+
 def save_overlay(path: str | Path, image: Tensor, mask: Tensor, anomaly_map: Tensor,
                  value_range: tuple[float, float], title: str = "") -> Path:
     """Save three panels side by side: the image, the ground truth, the anomaly map.
 
     The ground truth is the image with the outline of the defect mask; the anomaly map is
-    drawn in :data:`COLORMAP` with :data:`MAP_ALPHA` over a grayscale copy of the image (so
-    the colours read as the colour bar says), with the same outline. All maps of a run share
-    one colour scale, so overlays compare across images.
+    drawn in :data:`COLORMAP` with :data:`MAP_ALPHA` over a grayscale copy of the image, with
+    the same outline. All maps of a run share one colour scale, so overlays compare across
+    images.
 
     Args:
         path: the PNG file to write.
@@ -94,27 +136,41 @@ def save_overlay(path: str | Path, image: Tensor, mask: Tensor, anomaly_map: Ten
     Returns:
         ``path`` as a ``Path``.
     """
-    pixels = image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy()
-    gray = pixels @ _LUMA
-    defect = mask.detach().reshape(image.shape[-2:]).cpu().numpy() > 0
-    scores = anomaly_map.detach().float().reshape(image.shape[-2:]).cpu().numpy()
-    figure = Figure(figsize=(3 * _PANEL_INCHES + 0.8, _PANEL_INCHES + 0.6))
-    figure.subplots_adjust(left=0.01, right=0.92, bottom=0.02, top=0.86, wspace=0.04)
-    panels = figure.subplots(1, 3)
+    pixels, gray, scores = _as_arrays(image, anomaly_map)
+    defect = mask.detach().float().reshape(image.shape[-2:]).cpu().numpy()
+    figure, panels, _ = _figure(("image", "ground truth", "anomaly map"), value_range, title)
     panels[0].imshow(pixels, interpolation="nearest")
     panels[1].imshow(pixels, interpolation="nearest")
-    panels[2].imshow(gray, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    panels[2].imshow(scores, cmap=COLORMAP, alpha=MAP_ALPHA, vmin=value_range[0],
-                     vmax=value_range[1], interpolation="bilinear")
-    for axes, name in zip(panels, ("image", "ground truth", "anomaly map"), strict=True):
-        axes.set_title(name, fontsize=10)
-        axes.set_axis_off()
-    _outline(panels[1], defect)
-    _outline(panels[2], defect)
-    scale = ScalarMappable(Normalize(*value_range), COLORMAP)
-    figure.colorbar(scale, cax=figure.add_axes((0.93, 0.06, 0.015, 0.76)))
-    if title:
-        figure.suptitle(title, fontsize=10)
+    _draw_map(panels[2], gray, scores, value_range)
+    for axes in panels[1:]:
+        _outline(axes, defect, 0.5)
+    return _save(figure, path)
+
+
+def save_prediction_overlay(path: str | Path, image: Tensor, anomaly_map: Tensor,
+                            value_range: tuple[float, float], threshold: float,
+                            title: str = "") -> Path:
+    """Save two panels side by side: the image, and the anomaly map with the outline of the
+    region above ``threshold`` (also marked on the colour bar).
+
+    Args:
+        path: the PNG file to write.
+        image: ``[3, H, W]`` in [0, 1].
+        anomaly_map: ``[1, H, W]`` or ``[H, W]`` scores.
+        value_range: the scores drawn as the darkest and the brightest colour.
+        threshold: the pixel threshold; the region above it is outlined.
+        title: a line above the panels.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
+    pixels, gray, scores = _as_arrays(image, anomaly_map)
+    figure, panels, bar = _figure(("image", f"anomaly map, outline > {threshold:.4g}"),
+                                  value_range, title)
+    panels[0].imshow(pixels, interpolation="nearest")
+    _draw_map(panels[1], gray, scores, value_range)
+    _outline(panels[1], scores, threshold)
+    bar.axhline(threshold, color=OUTLINE_COLOR, linewidth=2)
     return _save(figure, path)
 
 

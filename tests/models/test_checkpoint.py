@@ -13,6 +13,7 @@ import torch
 from flowkit.models import checkpoint as checkpoint_module
 from flowkit.models.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
+    NO_PARTIAL_EPOCH,
     capture_rng_states,
     load_checkpoint,
     load_model,
@@ -148,6 +149,13 @@ def test_newer_format(saved: Path, tmp_path: Path) -> None:
                     flowkit_version="99.0")
     with pytest.raises(CheckpointError, match="written by flowkit 99.0.*upgrade flowkit"):
         load_checkpoint(newer)
+
+
+def test_format_1_reads_as_at_an_epochs_end(saved: Path, tmp_path: Path) -> None:
+    checkpoint = torch.load(saved, weights_only=True)
+    del checkpoint["partial_epoch"]
+    torch.save({**checkpoint, "format_version": 1}, tmp_path / "old.pt")
+    assert load_checkpoint(tmp_path / "old.pt")["partial_epoch"] == NO_PARTIAL_EPOCH
 
 
 def test_incomplete_checkpoint(saved: Path, tmp_path: Path) -> None:

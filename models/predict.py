@@ -1,0 +1,330 @@
+"""Prediction on new images: anomaly maps, overlays and a verdict per image, judged by
+thresholds taken from the normal training images (never from a test set).
+
+The thresholds (:class:`Thresholds`) are fitted once, after training, on the final model's
+output for the normal training images (no augmentation): an image is anomalous when its
+score exceeds the :data:`THRESHOLD_QUANTILE` quantile of their image scores, and the region
+where the map exceeds the same quantile of their per-image map maxima is outlined. They are
+scores of images the model was trained on, so they run lower than those of unseen normal
+images: expect some false alarms, and raise the thresholds in ``threshold.json`` if needed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from skimage import io as skio
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from .base import AnomalyModel
+from .data import GOOD, IMAGE_SUFFIXES, Choice, DatasetError, Item, read_image
+from .data.item import make_item
+from .errors import ConfigError, RunFolderError
+from .run import read_json
+from .visualize import save_prediction_overlay
+
+__all__ = [
+    "MAP_PNG_MAX",
+    "THRESHOLD_QUANTILE",
+    "OutputFormat",
+    "Prediction",
+    "Thresholds",
+    "find_images",
+    "fit_thresholds",
+    "predict_images",
+    "predictions_record",
+    "read_thresholds",
+]
+
+THRESHOLD_QUANTILE = 0.995
+"""The thresholds are this quantile of the normal training images' scores."""
+
+MAP_PNG_MAX = 2**16 - 1
+"""A 16-bit map PNG stores ``Thresholds.map_range`` as 0 to this value."""
+
+_MIN_RANGE = 1e-12  # a constant map still gets a valid scale
+
+
+class OutputFormat(Choice):
+    """Which anomaly-map files ``flowkit predict`` writes (the overlay is always written)."""
+
+    NPY = "npy"
+    PNG = "png"
+    BOTH = "both"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where normal ends, from the final model's output on the normal training images.
+
+    Attributes:
+        image: an image whose score exceeds this is anomalous.
+        pixel: the map region above this is outlined.
+        map_min: the lowest map value of the normal training images.
+        quantile: the quantile both thresholds are of.
+        num_images: the normal training images they were fitted on.
+    """
+
+    image: float
+    pixel: float
+    map_min: float
+    quantile: float
+    num_images: int
+
+    @property
+    def map_range(self) -> tuple[float, float]:
+        """The map values drawn darkest and brightest, and stored as 0 and
+        :data:`MAP_PNG_MAX` in a 16-bit PNG: from ``map_min`` to twice as far above it as
+        the pixel threshold, which is therefore at mid-scale.
+
+        Example:
+            >>> Thresholds(image=3.0, pixel=2.0, map_min=1.0, quantile=0.995,
+            ...            num_images=10).map_range
+            (1.0, 3.0)
+        """
+        return self.map_min, self.map_min + 2 * max(self.pixel - self.map_min, _MIN_RANGE)
+
+    def to_json(self) -> dict[str, Any]:
+        """The thresholds as ``threshold.json`` stores them."""
+        return asdict(self)
+
+
+def read_thresholds(path: str | Path) -> Thresholds:
+    """Read ``threshold.json``.
+
+    Raises:
+        RunFolderError: the file is missing, not JSON, or lacks a field.
+    """
+    data = read_json(path)
+    try:
+        return Thresholds(**data)
+    except TypeError as error:
+        raise RunFolderError(
+            f"{path} is not a threshold file of this flowkit ({error}); delete it, and "
+            "`flowkit predict` fits it again from the training images"
+        ) from error
+
+
+@torch.no_grad()
+def fit_thresholds(model: AnomalyModel, dataset: Dataset[Item], batch_size: int,
+                   device: torch.device, workers: int = 0,
+                   quantile: float = THRESHOLD_QUANTILE) -> Thresholds:
+    """Fit the thresholds on normal images (see the module docstring).
+
+    Args:
+        model: the final model, fitted (``fit_normal``).
+        dataset: the normal training images, not augmented.
+        batch_size: images per batch.
+        device: where the model runs.
+        workers: data-loading worker processes.
+        quantile: the quantile of the scores each threshold is.
+
+    Returns:
+        The thresholds.
+    """
+    model.eval()
+    scores, peaks, low = [], [], math.inf
+    for batch in DataLoader(dataset, batch_size=batch_size, num_workers=workers):
+        maps, batch_scores = model.predict(batch.image.to(device, non_blocking=True))
+        scores.append(batch_scores.float().cpu())
+        peaks.append(maps.flatten(1).amax(dim=1).float().cpu())
+        low = min(low, float(maps.min()))
+    all_scores, all_peaks = torch.cat(scores), torch.cat(peaks)
+    return Thresholds(image=float(torch.quantile(all_scores, quantile)),
+                      pixel=float(torch.quantile(all_peaks, quantile)),
+                      map_min=low, quantile=quantile, num_images=all_scores.numel())
+
+
+def _images_in(folder: Path, recursive: bool) -> list[Path]:
+    """The image files in ``folder`` (and its sub-folders), sorted; hidden ones skipped."""
+    candidates = folder.rglob("*") if recursive else folder.iterdir()
+    return sorted(
+        path for path in candidates
+        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in path.relative_to(folder).parts)
+    )
+
+
+def find_images(inputs: Sequence[str | Path], recursive: bool = False) -> list[tuple[Path, Path]]:
+    """The image files named or held by ``inputs``, each with its output name.
+
+    A file is taken whatever its name (reading it tells whether it is an image); a folder
+    gives its files ending in one of :data:`~.data.IMAGE_SUFFIXES`, with ``recursive``
+    those of its sub-folders too. A file's output name is its path relative to the folder
+    it was found in (only its stem for a file named directly), without the suffix.
+
+    Args:
+        inputs: image files and folders.
+        recursive: search sub-folders.
+
+    Returns:
+        ``(image file, output name)`` pairs in the order given, folders sorted.
+
+    Raises:
+        DatasetError: a path that does not exist, or a folder without images.
+        ConfigError: two images that would get the same output name.
+    """
+    found: list[tuple[Path, Path]] = []
+    for given in map(Path, inputs):
+        if given.is_file():
+            found.append((given, Path(given.stem)))
+        elif given.is_dir():
+            images = _images_in(given, recursive)
+            if not images:
+                hint = "" if recursive or not any(p.is_dir() for p in given.iterdir()) \
+                    else "; pass --recursive to search its sub-folders"
+                raise DatasetError(f"no images in {given}: expected files ending in "
+                                   f"{', '.join(IMAGE_SUFFIXES)}{hint}")
+            found += [(path, path.relative_to(given).with_suffix("")) for path in images]
+        else:
+            raise DatasetError(f"{given} does not exist; pass image files or folders")
+    owners: dict[Path, Path] = {}
+    for path, name in found:
+        if name in owners:
+            raise ConfigError(f"{owners[name]} and {path} would both be written as {name}; "
+                              "predict them in separate runs, or pass their parent folder")
+        owners[name] = path
+    return found
+
+
+class _ImageFiles(Dataset[Tensor]):
+    """Image files read as RGB (grayscale repeated, alpha dropped) and resized to a square."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> Tensor:
+        path = self.paths[index]
+        return make_item(read_image(path), None, GOOD, str(path), (self.size, self.size)).image
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The result for one image.
+
+    Attributes:
+        image: the image file.
+        score: its anomaly score.
+        anomalous: whether the score exceeds the image threshold.
+        files: what was written for it, by kind (``map_png``, ``map_npy``, ``overlay``), as
+            paths relative to the output folder.
+    """
+
+    image: str
+    score: float
+    anomalous: bool
+    files: dict[str, str]
+
+
+def _map_png(scores: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    """``[H, W]`` scores as 16-bit values, ``value_range`` to 0 .. :data:`MAP_PNG_MAX`."""
+    low, high = value_range
+    scaled = np.clip((scores - low) / (high - low), 0.0, 1.0) * MAP_PNG_MAX
+    return np.round(scaled).astype(np.uint16)
+
+
+def _write_outputs(folder: Path, name: Path, image: Tensor, anomaly_map: Tensor, score: float,
+                   thresholds: Thresholds, output: OutputFormat, source: Path) -> Prediction:
+    """Write an image's map file(s) and overlay under ``folder``; its :class:`Prediction`."""
+    scores = anomaly_map.reshape(anomaly_map.shape[-2:]).float().cpu().numpy()
+    anomalous = score > thresholds.image
+    files = {}
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    if output in (OutputFormat.PNG, OutputFormat.BOTH):
+        files["map_png"] = f"{name}_map.png"
+        skio.imsave(folder / files["map_png"], _map_png(scores, thresholds.map_range),
+                    check_contrast=False)
+    if output in (OutputFormat.NPY, OutputFormat.BOTH):
+        files["map_npy"] = f"{name}_map.npy"
+        np.save(folder / files["map_npy"], scores.astype(np.float32))
+    files["overlay"] = f"{name}_overlay.png"
+    verdict = "ANOMALOUS" if anomalous else "normal"
+    title = (f"{name}  score {score:.4g} {'>' if anomalous else '<='} "
+             f"{thresholds.image:.4g}: {verdict}")
+    save_prediction_overlay(folder / files["overlay"], image, anomaly_map,
+                            thresholds.map_range, thresholds.pixel, title)
+    return Prediction(str(source), score, anomalous, files)
+
+
+def predict_images(
+    model: AnomalyModel,
+    images: Sequence[tuple[Path, Path]],
+    folder: str | Path,
+    thresholds: Thresholds,
+    image_size: int,
+    batch_size: int,
+    device: torch.device,
+    output: OutputFormat | str = OutputFormat.PNG,
+    workers: int = 0,
+    progress: bool = False,
+) -> list[Prediction]:
+    """Predict every image and write its outputs into ``folder``.
+
+    Per image, under its output name ``NAME``: ``NAME_map.png`` (the map as a 16-bit PNG,
+    :attr:`Thresholds.map_range` scaled to 0 .. :data:`MAP_PNG_MAX`) and/or ``NAME_map.npy``
+    (float32 ``[H, W]``), and ``NAME_overlay.png`` (the image, and the map over it with the
+    region above the pixel threshold outlined). Maps are at ``image_size``.
+
+    Args:
+        model: the final model.
+        images: ``(file, output name)`` pairs, as :func:`find_images` returns them.
+        folder: where the files go (it must exist).
+        thresholds: the run's thresholds.
+        image_size: images are resized to ``image_size x image_size``.
+        batch_size: images per batch.
+        device: where the model runs.
+        output: which map files to write.
+        workers: data-loading worker processes.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        One :class:`Prediction` per image, in order.
+
+    Raises:
+        DatasetError: an image that cannot be read, named.
+    """
+    folder, output = Path(folder), OutputFormat(output)
+    model.eval()
+    loader = DataLoader(_ImageFiles([path for path, _ in images], image_size),
+                        batch_size=batch_size, num_workers=workers)
+    predictions: list[Prediction] = []
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
+        maps, scores = model.predict(batch.to(device, non_blocking=True))
+        for image, anomaly_map, score in zip(batch, maps, scores.tolist(), strict=True):
+            path, name = images[len(predictions)]
+            predictions.append(_write_outputs(folder, name, image, anomaly_map, score,
+                                              thresholds, output, path))
+    return predictions
+
+
+def predictions_record(predictions: Sequence[Prediction], thresholds: Thresholds,
+                       **about: Any) -> dict[str, Any]:
+    """The content of ``predictions.json``: what was run, the thresholds and their rule, the
+    16-bit map scale, and one record per image."""
+    low, high = thresholds.map_range
+    return {
+        **about,
+        "threshold": {
+            **thresholds.to_json(),
+            "rule": f"an image is anomalous when its score exceeds 'image', the "
+                    f"{thresholds.quantile} quantile of the scores of the "
+                    f"{thresholds.num_images} normal training images; the overlay outlines "
+                    f"the map above 'pixel', the same quantile of their map maxima",
+        },
+        "map_png_range": [low, high],
+        "map_png_scale": f"a 16-bit map PNG value v means the score {low:.6g} + v / "
+                         f"{MAP_PNG_MAX} * {high - low:.6g} (clipped); the pixel threshold "
+                         "is at mid-scale",
+        "images": [asdict(p) for p in predictions],
+    }
