@@ -93,6 +93,8 @@ DEFAULT_MODEL = "pyramidflow"
 DEFAULT_SYNTHETIC_CATEGORY = "brick"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SEED = 0
+SYNTHETIC_EPOCHS = 5
+"""The default epochs on the built-in synthetic data (the models' own defaults are the papers')."""
 EXIT_ERROR = 2
 """An expected failure the user can fix (also argparse's code for bad arguments)."""
 EXIT_UNEXPECTED = 1
@@ -411,14 +413,19 @@ def _optimizer_settings(args: argparse.Namespace, base: RunConfig | None,
     return settings
 
 
-def _epochs(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyModel]) -> int:
-    """Training epochs: 0 for a model fitted by ``fit_normal`` alone."""
+def _epochs(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyModel],
+            data: DataSettings) -> int:
+    """Training epochs: 0 for a model fitted by ``fit_normal`` alone; on the synthetic data at
+    most :data:`SYNTHETIC_EPOCHS` unless asked (the main job runs in minutes on a CPU)."""
     if not cls.needs_training:
         if args.epochs:
             raise ConfigError(f"the model {cls.name!r} is fitted without gradient steps; "
                               "drop --epochs")
         return 0
-    return _first(args.epochs, base and base.epochs, cls.default_epochs)
+    default = cls.default_epochs
+    if data.source == DataSource.SYNTHETIC.value:
+        default = min(default, SYNTHETIC_EPOCHS)
+    return _first(args.epochs, base and base.epochs, default)
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -460,7 +467,7 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
         model=cls.name,
         model_config=dict(model.config),
         data=data,
-        epochs=_epochs(args, base, cls),
+        epochs=_epochs(args, base, cls, data),
         batch_size=_first(args.batch_size, base and base.batch_size, cls.default_batch_size),
         seed=_first(args.seed, base and base.seed, DEFAULT_SEED),
         optimizer=_optimizer_settings(args, base, model),
