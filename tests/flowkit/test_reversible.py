@@ -218,12 +218,12 @@ def test_drift_at_depth_64_is_bounded() -> None:
     with flowkit.debug_mode():
         run(saving, x)
     run(plain, x)
-    assert max(saving.drift.rebuilt) < 1e-4
+    assert max(saving.drift.rebuilt) < 3e-5  # measured 3e-6
     worst = max(
         float((q.grad - p.grad).abs().max() / p.grad.abs().max())
         for p, q in zip(plain.parameters(), saving.parameters(), strict=True)
     )
-    assert worst < 1e-3
+    assert worst < 1e-4  # measured 6e-6 relative to the largest gradient
 
 
 def saved_bytes(flow: flowkit.Flow, x: Tensor) -> int:
