@@ -22,7 +22,6 @@ Everything else goes to :func:`large_kernel_conv2d_reference` (``F.conv2d``).
 
 from __future__ import annotations
 
-import enum
 import functools
 import os
 
@@ -31,6 +30,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
+from .choice import Choice
 from .conv_table import CONV_DISPATCH_TABLE
 from .dispatch import use_triton
 
@@ -57,7 +57,7 @@ CHANNELS = range(4, 65)
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
-class Activation(str, enum.Enum):
+class Activation(Choice):
     """The activation fused into the convolution's epilogue."""
 
     NONE = "none"
@@ -65,14 +65,14 @@ class Activation(str, enum.Enum):
     LEAKY_RELU = "leaky_relu"
 
 
-class ConvMode(str, enum.Enum):
+class ConvMode(Choice):
     """Values of ``FLOWKIT_CONV_KERNEL``."""
 
     AUTO = "auto"
     FORCE = "force"
 
 
-class ConvBackend(str, enum.Enum):
+class ConvBackend(Choice):
     """Which implementation :func:`large_kernel_conv2d` runs."""
 
     REFERENCE = "reference"
@@ -444,11 +444,7 @@ def _check_conv_args(
                 f"{name} is {t.dtype} on {t.device} but x is {x.dtype} on {x.device}; "
                 f"convert it with .to(x)"
             )
-    try:
-        return Activation(activation)
-    except ValueError:
-        choices = ", ".join(repr(a.value) for a in Activation)
-        raise ValueError(f"activation must be one of {choices}, got {activation!r}") from None
+    return Activation(activation)
 
 
 def conv_supported(
@@ -531,9 +527,8 @@ def _conv_mode() -> ConvMode:
     value = os.environ.get(CONV_KERNEL_ENV_VAR, ConvMode.AUTO.value).strip().lower()
     try:
         return ConvMode(value)
-    except ValueError:
-        choices = ", ".join(repr(m.value) for m in ConvMode)
-        raise ValueError(f"{CONV_KERNEL_ENV_VAR} must be one of {choices}, got {value!r}") from None
+    except ValueError as error:
+        raise ValueError(f"{CONV_KERNEL_ENV_VAR}: {error}") from None
 
 
 @functools.cache

@@ -13,9 +13,9 @@ Two pyramids share one 5-tap binomial blur and differ in borders, decimation and
 
 from __future__ import annotations
 
-import enum
-
 import torch
+
+from .choice import Choice
 
 __all__ = [
     "ARGMAX_DTYPE",
@@ -50,20 +50,11 @@ if BINOMIAL_TAPS != BINOMIAL_TAPS[::-1] or len(BINOMIAL_TAPS) != 5:
     raise RuntimeError("the pyramid kernels assume 5 symmetric binomial taps")
 
 
-class PyramidMode(str, enum.Enum):
+class PyramidMode(Choice):
     """Which Laplacian pyramid an op computes (see the module docstring for the exact maths)."""
 
     PYRAMIDFLOW = "pyramidflow"
     GAUSSIAN = "gaussian"
-
-    @classmethod
-    def parse(cls, mode: PyramidMode | str) -> PyramidMode:
-        """``mode`` as a :class:`PyramidMode`; unknown values raise ``ValueError``."""
-        try:
-            return cls(mode)
-        except ValueError:
-            valid = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown pyramid mode {mode!r}; expected one of {valid}") from None
 
 
 def check_pyramid_input(x: torch.Tensor, name: str = "x") -> None:
@@ -122,7 +113,7 @@ def valid_sizes_near(size: int, levels: int, mode: PyramidMode | str) -> tuple[i
         >>> valid_sizes_near(3, 4, "gaussian")
         (5,)
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     if mode is PyramidMode.GAUSSIAN:
         return (max(size, _min_gaussian_size(levels)),)
     step = 2 ** max(levels - 1, 0)
@@ -156,7 +147,7 @@ def check_pyramid_size(height: int, width: int, levels: int, mode: PyramidMode |
         ...
         ValueError: pyramidflow pyramid of 4 levels cannot split height 250: ...: 248, 256
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
         raise ValueError(f"levels must be an int >= 1, got {levels!r}")
     for name, size in (("height", height), ("width", width)):
@@ -191,7 +182,7 @@ def pyr_down_size(height: int, width: int, mode: PyramidMode | str) -> tuple[int
     Raises:
         ValueError: for a size the mode cannot split.
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_size(height, width, 2, mode)
     return (height + 1) // 2, (width + 1) // 2
 
@@ -213,7 +204,7 @@ def check_up_size(
     Raises:
         ValueError: naming the requested and the valid sizes.
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     for name, src, dst in zip(("height", "width"), coarse, size, strict=True):
         valid = (2 * src,) if mode is PyramidMode.PYRAMIDFLOW else (2 * src - 1, 2 * src)
         if dst not in valid:

@@ -105,7 +105,7 @@ def pyr_down(x: torch.Tensor, mode: PyramidMode | str) -> torch.Tensor:
         >>> pyr_down(x, "gaussian").shape
         torch.Size([1, 1, 2, 2])
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     pyr_down_size(x.shape[-2], x.shape[-1], mode)
     if use_triton(x):

@@ -436,7 +436,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def pyr_down_triton(x: torch.Tensor, mode: PyramidMode | str) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton ``pyr_down``: ``(down, argmax)``; ``argmax`` is empty in gaussian mode."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     size = pyr_down_size(x.shape[2], x.shape[3], mode)
     if mode is PyramidMode.PYRAMIDFLOW:
@@ -453,7 +453,7 @@ def pyr_down_backward_triton(
     base: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Triton ``[base +] down^T(grad)`` onto an ``size = (H, W)`` map."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     if mode is PyramidMode.PYRAMIDFLOW:
         return _launch_maxpool_down_backward(grad, argmax, size, base)
     epilogue = _Epilogue.NONE if base is None else _Epilogue.ADD
@@ -462,7 +462,7 @@ def pyr_down_backward_triton(
 
 def pyr_up_triton(x: torch.Tensor, size: tuple[int, int], mode: PyramidMode | str) -> torch.Tensor:
     """Triton ``pyr_up`` of ``x`` to ``size = (H, W)``."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     size = (size[0], size[1])
     check_up_size((x.shape[2], x.shape[3]), size, mode)
@@ -473,14 +473,14 @@ def pyr_up_backward_triton(
     grad: torch.Tensor, coarse: tuple[int, int], mode: PyramidMode | str
 ) -> torch.Tensor:
     """Triton ``up^T(grad)`` onto the ``coarse = (h, w)`` map."""
-    return _launch_separable(grad, _up_adjoint_op(PyramidMode.parse(mode)), coarse)
+    return _launch_separable(grad, _up_adjoint_op(PyramidMode(mode)), coarse)
 
 
 def pyr_level_triton(
     x: torch.Tensor, mode: PyramidMode | str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton ``pyr_level``: ``(x - up(down), down, argmax)`` in two kernels, no temporaries."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     down, argmax = pyr_down_triton(x, mode)
     residual = _launch_separable(down, _up_op(mode), (x.shape[2], x.shape[3]), base=x,
                                  epilogue=_Epilogue.SUBTRACT_FROM)
@@ -495,7 +495,7 @@ def pyr_level_backward_triton(
 ) -> torch.Tensor:
     """Triton gradient of ``pyr_level``: ``g_r + down^T(g_d - up^T(g_r))``, the coarse middle
     term kept in float32 (float64 for float64)."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     size = (grad_residual.shape[2], grad_residual.shape[3])
     coarse = (grad_down.shape[2], grad_down.shape[3])
     through_down = _launch_separable(
@@ -508,7 +508,7 @@ def pyr_level_inverse_triton(
     residual: torch.Tensor, down: torch.Tensor, mode: PyramidMode | str
 ) -> torch.Tensor:
     """Triton ``pyr_level_inverse``: ``residual + up(down)`` in one kernel."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(residual, "residual")
     check_pyramid_input(down, "down")
     size = (residual.shape[2], residual.shape[3])

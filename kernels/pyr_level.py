@@ -141,7 +141,7 @@ def pyr_level(x: torch.Tensor, mode: PyramidMode | str) -> tuple[torch.Tensor, t
         >>> torch.allclose(pyr_level_inverse(residual, down, "pyramidflow"), x)
         True
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     pyr_down_size(x.shape[-2], x.shape[-1], mode)
     if use_triton(x):
@@ -166,7 +166,7 @@ def pyr_level_inverse(
     Raises:
         ValueError: for mismatched shapes.
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(residual, "residual")
     check_pyramid_input(down, "down")
     if residual.shape[:2] != down.shape[:2]:

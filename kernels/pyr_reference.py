@@ -123,7 +123,7 @@ def maxpool_down_reference(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def pyr_down_reference(x: torch.Tensor, mode: PyramidMode | str) -> torch.Tensor:
     """Reference of :func:`flowkit.kernels.pyramid.pyr_down` (same signature and semantics)."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     pyr_down_size(x.shape[-2], x.shape[-1], mode)
     if mode is PyramidMode.PYRAMIDFLOW:
@@ -147,7 +147,7 @@ def pyr_up_reference(
     x: torch.Tensor, size: tuple[int, int] | torch.Size, mode: PyramidMode | str
 ) -> torch.Tensor:
     """Reference of :func:`flowkit.kernels.pyramid.pyr_up` (same signature and semantics)."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     size = (size[0], size[1])
     check_up_size(tuple(x.shape[-2:]), size, mode)
@@ -158,7 +158,7 @@ def pyr_level_reference(
     x: torch.Tensor, mode: PyramidMode | str
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Reference of :func:`flowkit.kernels.pyramid.pyr_level`: ``(x - up(down(x)), down(x))``."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     down = pyr_down_reference(x, mode)
     size = (x.shape[-2], x.shape[-1])
     residual = x.to(_work_dtype(x.dtype)) - _up_work(down, size, mode)
@@ -169,7 +169,7 @@ def pyr_level_inverse_reference(
     residual: torch.Tensor, down: torch.Tensor, mode: PyramidMode | str
 ) -> torch.Tensor:
     """Reference of :func:`flowkit.kernels.pyramid.pyr_level_inverse`: ``residual + up(down)``."""
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(residual, "residual")
     check_pyramid_input(down, "down")
     size = (residual.shape[-2], residual.shape[-1])
@@ -192,7 +192,7 @@ def pyr_down_backward_reference(
     Returns:
         ``[N, C, H, W]`` in ``grad.dtype``.
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     g = grad.to(_work_dtype(grad.dtype))
     if mode is PyramidMode.PYRAMIDFLOW:
         unpooled = g.new_zeros(*g.shape, 4).scatter_(-1, argmax.long().unsqueeze(-1),
@@ -218,7 +218,7 @@ def pyr_up_backward_reference(
     Returns:
         ``[N, C, h, w]`` in ``grad.dtype``.
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     g = grad.to(_work_dtype(grad.dtype))
     h, w = coarse
     if mode is PyramidMode.PYRAMIDFLOW:

@@ -82,7 +82,7 @@ def pyr_up(
                   [1., 1., 1., 1., 1., 1.],
                   [1., 1., 1., 1., 1., 1.]]]])
     """
-    mode = PyramidMode.parse(mode)
+    mode = PyramidMode(mode)
     check_pyramid_input(x)
     size = (size[0], size[1])
     check_up_size((x.shape[-2], x.shape[-1]), size, mode)

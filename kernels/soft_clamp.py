@@ -13,10 +13,11 @@ is squashed smoothly into ``(-clamp, clamp)`` while keeping slope 1 at the origi
 
 from __future__ import annotations
 
-import enum
 import math
 
 import torch
+
+from .choice import Choice
 
 __all__ = ["ClampFn", "SOFT_CLAMP_SCALE", "check_clamp", "soft_clamp"]
 
@@ -24,7 +25,7 @@ SOFT_CLAMP_SCALE = 2 / math.pi
 """Maps ``atan``'s range ``(-pi/2, pi/2)`` onto ``(-1, 1)``."""
 
 
-class ClampFn(str, enum.Enum):
+class ClampFn(Choice):
     """The squashing function of :func:`soft_clamp`."""
 
     ATAN = "atan"
@@ -70,8 +71,4 @@ def check_clamp(clamp: float, fn: ClampFn | str) -> ClampFn:
         raise TypeError(f"clamp must be a Python float, got {type(clamp).__name__}; pass e.g. 2.0")
     if not (math.isfinite(clamp) and clamp > 0):
         raise ValueError(f"clamp must be a positive finite number, got {clamp!r}; pass e.g. 2.0")
-    try:
-        return ClampFn(fn)
-    except ValueError:
-        choices = ", ".join(repr(f.value) for f in ClampFn)
-        raise ValueError(f"clamp_fn must be one of {choices}, got {fn!r}") from None
+    return ClampFn(fn)

@@ -24,7 +24,6 @@ References:
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 
 import torch
@@ -34,6 +33,7 @@ from torch import Tensor, nn
 from ..compose import Sequential
 from ..core import Flow, Rebuilt, State, recomputing, zero_logdet
 from ..errors import FlowInputError
+from ..kernels.choice import Choice
 from ..kernels.coupling import affine_coupling_forward, affine_coupling_inverse
 from ..kernels.soft_clamp import ClampFn, check_clamp
 from ..validation import check_channels, check_tuple
@@ -167,7 +167,7 @@ class CrossConvolutions(nn.Module):
         return tuple(outputs)
 
 
-class CouplingHalf(str, enum.Enum):
+class CouplingHalf(Choice):
     """Which channel half of every scale a :class:`CrossScaleCoupling` transforms."""
 
     FIRST = "first"  # the first floor(C/2) channels, conditioned on the rest

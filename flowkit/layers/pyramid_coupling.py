@@ -22,13 +22,12 @@ References:
 
 from __future__ import annotations
 
-import enum
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from ..core import Flow, Rebuilt, State, recomputing, state_tensors
+from ..kernels.choice import Choice
 from ..kernels.soft_clamp import ClampFn, soft_clamp
 from ..validation import check_tuple
 from .conv1x1 import InvConv1x1
@@ -38,7 +37,7 @@ from .volume_norm import VolumeNorm, VolumeNormMode
 __all__ = ["PyramidCoupling", "PyramidCouplingKind"]
 
 
-class PyramidCouplingKind(str, enum.Enum):
+class PyramidCouplingKind(Choice):
     """Which level a :class:`PyramidCoupling` transforms, and from which neighbours."""
 
     UP = "up"

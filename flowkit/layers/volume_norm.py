@@ -19,18 +19,17 @@ References:
 
 from __future__ import annotations
 
-import enum
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..core import is_recomputing
+from ..kernels.choice import Choice
 
 __all__ = ["VolumeNorm", "VolumeNormMode"]
 
 
-class VolumeNormMode(str, enum.Enum):
+class VolumeNormMode(Choice):
     """Which mean volume normalization subtracts."""
 
     CHANNEL = "channel"  # CVN: per pixel, over batch and channels

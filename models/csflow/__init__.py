@@ -5,7 +5,6 @@ from .features import (
     MultiScaleFeatures,
     RandomPatchEmbedding,
     build_backbone,
-    check_backbone,
 )
 from .model import CSFlow, MapMode, nll_loss
 
@@ -16,6 +15,5 @@ __all__ = [
     "MultiScaleFeatures",
     "RandomPatchEmbedding",
     "build_backbone",
-    "check_backbone",
     "nll_loss",
 ]

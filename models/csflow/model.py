@@ -14,7 +14,6 @@ References:
 
 from __future__ import annotations
 
-import enum
 import hashlib
 from collections import OrderedDict
 
@@ -23,10 +22,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import flowkit
+from flowkit.kernels.choice import Choice
 from flowkit.layers import CrossScaleBlock, Permute
 
 from ..base import AnomalyModel, OptimizerSettings, register_model
-from .features import Backbone, MultiScaleFeatures, check_backbone
+from .features import Backbone, MultiScaleFeatures
 
 __all__ = ["CSFlow", "MapMode", "nll_loss"]
 
@@ -41,7 +41,7 @@ DEFAULT_CACHE_IMAGES = 4096
 PERMUTATION_SEED = 0
 
 
-class MapMode(str, enum.Enum):
+class MapMode(Choice):
     """How the anomaly map combines the scales."""
 
     FINEST = "finest"  # channel mean of z^2 at the finest scale (the paper)
@@ -124,7 +124,7 @@ class CSFlow(AnomalyModel):
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise ValueError(f"CSFlow needs an integer {name} >= {least}, got {value!r}")
         super().__init__(
-            backbone=check_backbone(backbone).value, backbone_weights=backbone_weights,
+            backbone=Backbone(backbone).value, backbone_weights=backbone_weights,
             hidden=hidden, num_blocks=num_blocks, kernel_size=kernel_size,
             last_kernel_size=last_kernel_size, clamp=clamp, map_mode=MapMode(map_mode).value,
             memory_saving=memory_saving, feature_cache=feature_cache,

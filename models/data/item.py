@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import NamedTuple
 
 import numpy as np
@@ -10,19 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ...kernels.choice import Choice
+
 __all__ = ["GOOD", "Choice", "Item", "Split", "make_item", "resize_pair"]
 
 GOOD = "good"
 """Defect type of a normal image, whatever the folder is called on disk (BTAD says ``ok``)."""
-
-
-class Choice(str, Enum):
-    """A ``str`` Enum whose constructor names the valid choices when given an unknown value."""
-
-    @classmethod
-    def _missing_(cls, value: object) -> None:
-        choices = ", ".join(repr(member.value) for member in cls)
-        raise ValueError(f"unknown {cls.__name__.lower()} {value!r}; choose one of {choices}")
 
 
 class Split(Choice):

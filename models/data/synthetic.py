@@ -14,7 +14,6 @@ import math
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import Enum
 from functools import lru_cache
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,7 @@ from skimage.transform import resize
 from skimage.util import img_as_float32
 from torch.utils.data import Dataset
 
+from ...kernels.choice import Choice
 from .folder import PairTransform
 from .image_io import write_png
 from .item import GOOD, Item, Split, make_item
@@ -60,7 +60,7 @@ DEFAULT_IMAGE_SIZE = 128
 """Small enough to train PyramidFlow on a CPU in minutes; the pyramid splits it 3 times."""
 
 
-class Defect(str, Enum):
+class Defect(Choice):
     """Synthetic defect types."""
 
     SCRATCH = "scratch"  # a thin curved line, brighter or darker than the surface

@@ -6,7 +6,6 @@ BatchNorm statistics drift in training mode; ours never move).
 
 from __future__ import annotations
 
-import enum
 from pathlib import Path
 
 import torch
@@ -15,11 +14,12 @@ from torch import Tensor, nn
 
 import flowkit
 from flowkit.core import zero_logdet
+from flowkit.kernels.choice import Choice
 
 __all__ = ["Encoder", "ResNet18Stem", "SemiOrthogonalConv1x1", "build_encoder"]
 
 
-class Encoder(str, enum.Enum):
+class Encoder(Choice):
     """The input map of PyramidFlow."""
 
     NONE = "none"  # a fixed random semi-orthogonal 1x1 conv 3 -> C, full resolution
