@@ -32,7 +32,9 @@ class ClampFn(Choice):
     TANH = "tanh"
 
 
-def soft_clamp(s: torch.Tensor, clamp: float, fn: ClampFn | str = ClampFn.ATAN) -> torch.Tensor:
+def soft_clamp(
+    s: torch.Tensor, clamp: float, fn: ClampFn | str = ClampFn.ATAN, scale: float = SOFT_CLAMP_SCALE
+) -> torch.Tensor:
     """Squash log-scales smoothly into ``(-clamp, clamp)``.
 
     ``atan``: ``clamp * 2/pi * atan(s / clamp)``; ``tanh``: ``clamp * tanh(s / clamp)``.
@@ -41,6 +43,8 @@ def soft_clamp(s: torch.Tensor, clamp: float, fn: ClampFn | str = ClampFn.ATAN) 
         s: raw log-scales, any shape.
         clamp: the bound, a positive number.
         fn: which squashing function, a :class:`ClampFn` or its string value.
+        scale: ``atan``'s factor, :data:`SOFT_CLAMP_SCALE` (``2/pi``); another value only to
+            reproduce code that rounds it (the bound becomes ``clamp * scale * pi/2``).
 
     Returns:
         A tensor of the shape and dtype of ``s`` with values in ``(-clamp, clamp)``.
@@ -56,7 +60,7 @@ def soft_clamp(s: torch.Tensor, clamp: float, fn: ClampFn | str = ClampFn.ATAN) 
     """
     fn = check_clamp(clamp, fn)
     if fn is ClampFn.ATAN:
-        return clamp * SOFT_CLAMP_SCALE * torch.atan(s / clamp)
+        return clamp * scale * torch.atan(s / clamp)
     return clamp * torch.tanh(s / clamp)
 
 

@@ -11,8 +11,11 @@ unchanged), computes ``(s_raw, t) = subnet(condition)``, and maps the target by
 ``logdet = sum(s)`` per sample. Three kinds (``level`` = ``i``):
 
 - ``up``: target ``i``, condition nearest-upsampled level ``i+1``;
-- ``down``: target ``i+1``, condition level ``i`` at full resolution, the subnet's last conv at
-  stride 2 (the official code's nearest-downsampled output, computed 4x cheaper);
+- ``down``: target ``i+1``, condition level ``i`` at full resolution; ``s`` and ``t`` are the
+  nearest-downsampled (every second pixel) full-resolution maps. With CVN (a per-pixel mean) the
+  subnet's last conv runs at stride 2, the same numbers 4x cheaper; with SVN (a per-channel mean)
+  training mode normalizes ``s`` at full resolution, then subsamples, as the official code does
+  (the mean over the subsampled grid differs), so the last conv runs at stride 1.
 - ``dual``: target ``i+1``, condition ``concat(nearest-down(level i), nearest-up(level i+2))``.
 
 References:
@@ -28,7 +31,7 @@ from torch import Tensor
 
 from ..core import Flow, Rebuilt, State, recomputing, state_tensors
 from ..kernels.choice import Choice
-from ..kernels.soft_clamp import ClampFn, soft_clamp
+from ..kernels.soft_clamp import SOFT_CLAMP_SCALE, ClampFn, soft_clamp
 from ..validation import check_tuple
 from .conv1x1 import InvConv1x1
 from .subnet import ConvSubnet
@@ -58,6 +61,12 @@ class PyramidCoupling(Flow):
         volume_norm: ``"channel"`` (CVN) or ``"spatial"`` (SVN).
         target_size: ``(H, W)`` of the target level at the training resolution (sizes the CVN
             running mean; other sizes resize it).
+        clamp_scale: the soft clamp's ``2/pi`` (``SOFT_CLAMP_SCALE``); another value only to
+            reproduce code that rounds it.
+        norm_updates: running-mean updates per training step (see :class:`VolumeNorm`).
+
+    Raises:
+        ValueError: if ``level`` does not fit ``levels`` or ``clamp_scale`` is not in ``(0, 1]``.
 
     Example:
         >>> import torch
@@ -77,6 +86,8 @@ class PyramidCoupling(Flow):
         clamp: float = 2.0,
         volume_norm: VolumeNormMode | str = VolumeNormMode.CHANNEL,
         target_size: tuple[int, int] = (1, 1),
+        clamp_scale: float = SOFT_CLAMP_SCALE,
+        norm_updates: int = 1,
     ) -> None:
         super().__init__()
         self.kind = PyramidCouplingKind(kind)
@@ -86,15 +97,25 @@ class PyramidCoupling(Flow):
                 f"a '{self.kind.value}' block at level {level} needs levels {level}.."
                 f"{level + span}, but the state has {levels} levels (0..{levels - 1})"
             )
+        if not 0.0 < clamp_scale <= 1.0:
+            raise ValueError(
+                f"clamp_scale must be in (0, 1], got {clamp_scale!r}; keep the default 2/pi"
+            )
         self.level, self.levels, self.clamp = level, levels, float(clamp)
+        self.clamp_scale = float(clamp_scale)
         self.target = level if self.kind is PyramidCouplingKind.UP else level + 1
         dual = self.kind is PyramidCouplingKind.DUAL
+        self.norm = VolumeNorm(volume_norm, channels, size=target_size,
+                               updates_per_step=norm_updates)
+        # A 'down' block normalizing per channel (SVN) needs the full-resolution log-scales.
+        self.full_resolution = (
+            self.kind is PyramidCouplingKind.DOWN and self.norm.mode is VolumeNormMode.SPATIAL
+        )
+        stride = 2 if self.kind is PyramidCouplingKind.DOWN and not self.full_resolution else 1
         self.subnet = ConvSubnet(
             (2 if dual else 1) * channels, 2 * channels, hidden=2 * channels,
-            kernel_size=kernel_size, bias=False, negative_slope=0.01,
-            last_stride=2 if self.kind is PyramidCouplingKind.DOWN else 1,
+            kernel_size=kernel_size, bias=False, negative_slope=0.01, last_stride=stride,
         )
-        self.norm = VolumeNorm(volume_norm, channels, size=target_size)
         self.mix = InvConv1x1(channels, volume_norm=True)
 
     def _condition(self, levels: tuple[Tensor, ...]) -> Tensor:
@@ -110,7 +131,11 @@ class PyramidCoupling(Flow):
     def _scale_shift(self, levels: tuple[Tensor, ...]) -> tuple[Tensor, Tensor]:
         h = self.subnet(self._condition(levels)).to(levels[self.target].dtype)
         s_raw, t = h.chunk(2, dim=1)
-        return self.norm(soft_clamp(s_raw, self.clamp, ClampFn.ATAN)), t
+        s = self.norm(soft_clamp(s_raw, self.clamp, ClampFn.ATAN, self.clamp_scale))
+        if self.full_resolution:  # normalized at full resolution, then subsampled
+            size = levels[self.target].shape[-2:]
+            s, t = (F.interpolate(m, size=size, mode="nearest") for m in (s, t))
+        return s, t
 
     def _levels(self, x: State) -> tuple[Tensor, ...]:
         return check_tuple(self, x, self.levels)
