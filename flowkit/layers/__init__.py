@@ -4,9 +4,11 @@ from .actnorm import ActNorm
 from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
 from .cross_scale import CouplingHalf, CrossConvolutions, CrossScaleBlock, CrossScaleCoupling
+from .mlp import MLPSubnet
 from .permute import Permute, Reverse
 from .pyramid import LaplacianPyramid
 from .pyramid_coupling import PyramidCoupling, PyramidCouplingKind
+from .spline import RQSpline, RQSplineCoupling
 from .squeeze import HaarDownsample, Squeeze
 from .subnet import ConvSubnet
 from .volume_norm import VolumeNorm, VolumeNormMode
@@ -23,9 +25,12 @@ __all__ = [
     "HaarDownsample",
     "InvConv1x1",
     "LaplacianPyramid",
+    "MLPSubnet",
     "Permute",
     "PyramidCoupling",
     "PyramidCouplingKind",
+    "RQSpline",
+    "RQSplineCoupling",
     "Reverse",
     "Squeeze",
     "SubnetConstructor",

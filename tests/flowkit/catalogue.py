@@ -115,3 +115,4 @@ CATALOGUE = [
         multiscale=2,
     ),
 ]
+from . import catalogue_extra  # noqa: E402, F401  (its entries join CATALOGUE)

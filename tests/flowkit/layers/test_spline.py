@@ -1,0 +1,147 @@
+"""Rational-quadratic splines: exact inverse and logdet in float64, tails, the fused rebuild."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+import flowkit
+from flowkit.layers import MLPSubnet, RQSpline, RQSplineCoupling
+from flowkit.layers.spline import SplineConfig, rq_spline, rq_spline_inverse
+from flowkit.testing import check_flow, perturb_parameters_
+from flowkit.testing import strategies as fst
+
+configs = st.builds(
+    SplineConfig,
+    bins=st.integers(1, 10),
+    bound=st.floats(0.5, 5.0),
+)
+
+
+def random_params(n: int, config: SplineConfig, scale: float, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return scale * torch.randn(n, config.params, generator=generator, dtype=torch.float64)
+
+
+@settings(max_examples=40)
+@given(config=configs, seed=fst.seeds(), scale=st.floats(0.0, 1.0))
+def test_inverse_and_log_derivative_exact_in_float64(config, seed, scale) -> None:
+    params = random_params(500, config, scale, seed)
+    x = config.bound * 1.3 * torch.randn(500, dtype=torch.float64,
+                                         generator=torch.Generator().manual_seed(seed + 1))
+    x.requires_grad_()
+    y, log_derivative = rq_spline(x, params, config)
+    (derivative,) = torch.autograd.grad(y.sum(), x)
+    torch.testing.assert_close(log_derivative, derivative.log(), rtol=0, atol=1e-10)
+    x_back, log_inverse = rq_spline_inverse(y.detach(), params, config)
+    torch.testing.assert_close(x_back, x.detach(), rtol=0, atol=1e-11 * config.bound)
+    torch.testing.assert_close(log_inverse, -log_derivative.detach(), rtol=0, atol=1e-10)
+
+
+@given(config=configs, dtype=fst.dtypes())
+def test_zero_parameters_are_the_identity_and_invert_without_nan(config, dtype) -> None:
+    # Every bin is linear here (a = 0 in the quadratic): the textbook root is 0/0.
+    x = torch.linspace(-2 * config.bound, 2 * config.bound, 101, dtype=dtype)
+    params = torch.zeros(101, config.params, dtype=dtype)
+    y, log_derivative = rq_spline(x, params, config)
+    x_back, log_inverse = rq_spline_inverse(x, params, config)
+    eps = torch.finfo(dtype).eps * 8 * config.bound
+    for value in (y, x_back):
+        torch.testing.assert_close(value, x, rtol=0, atol=eps)
+    for value in (log_derivative, log_inverse):
+        torch.testing.assert_close(value, torch.zeros_like(x), rtol=0, atol=eps)
+
+
+@given(config=configs, seed=fst.seeds())
+def test_monotonic_continuous_tails(config, seed) -> None:
+    params = random_params(1, config, 1.0, seed).expand(2001, -1)
+    x = torch.linspace(-1.5 * config.bound, 1.5 * config.bound, 2001, dtype=torch.float64)
+    y, log_derivative = rq_spline(x, params, config)
+    assert bool((y.diff() > 0).all()), "the spline must be strictly increasing"
+    outside = x.abs() > config.bound
+    assert torch.equal(y[outside], x[outside])
+    assert torch.equal(log_derivative[outside], torch.zeros_like(x[outside]))
+    # Slope 1 at both ends: the value and the derivative are continuous at +-bound.
+    edges = torch.tensor([-config.bound, config.bound], dtype=torch.float64)
+    y_edges, log_edges = rq_spline(edges, params[:2], config)
+    torch.testing.assert_close(y_edges, edges, rtol=0, atol=1e-12)
+    torch.testing.assert_close(log_edges, torch.zeros(2, dtype=torch.float64), rtol=0, atol=1e-12)
+
+
+@settings(max_examples=20)
+@given(
+    batch=st.integers(1, 4),
+    features=st.integers(2, 7),
+    bins=st.integers(2, 9),
+    seed=fst.seeds(),
+    dtype=fst.dtypes(),
+)
+def test_coupling_on_vectors_with_nflows_defaults(batch, features, bins, seed, dtype) -> None:
+    torch.manual_seed(seed)
+    layer = RQSplineCoupling(features, lambda i, o: MLPSubnet(i, o, hidden=8), bins=bins)
+    layer = perturb_parameters_(layer, scale=0.3, seed=seed)
+    x = 2 * torch.randn(batch, features, dtype=dtype)
+    report = check_flow(layer, x)
+    if dtype == torch.float64:
+        assert report.logdet_error < 1e-10
+        assert report.inverse_error < 1e-12
+
+
+def test_elementwise_spline_on_vectors() -> None:
+    spline = perturb_parameters_(RQSpline(5, bins=6), scale=1.0, seed=3)
+    report = check_flow(spline, 2 * torch.randn(4, 5, dtype=torch.float64))
+    assert report.logdet_error < 1e-10
+
+
+class CountingMLP(MLPSubnet):
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        CountingMLP.calls += 1
+        return super().forward(x)
+
+
+def test_memory_saving_gradients_exact_with_one_subnet_call_in_backward() -> None:
+    blocks = []
+    for _ in range(4):
+        blocks += [RQSplineCoupling(5, lambda i, o: CountingMLP(i, o, hidden=8), bins=5),
+                   flowkit.layers.Permute(5, seed=len(blocks))]
+    plain = perturb_parameters_(flowkit.Sequential(*blocks), scale=0.3, seed=0).double()
+    saving = copy.deepcopy(plain)
+    saving.memory_saving = True
+    x = 2 * torch.randn(16, 5, dtype=torch.float64)
+    grads = []
+    for flow in (plain, saving):
+        x_leaf = x.clone().requires_grad_()
+        y, logdet = flow(x_leaf)
+        CountingMLP.calls = 0
+        (0.5 * y.square().sum() - logdet.sum()).backward()
+        if flow is saving:
+            assert CountingMLP.calls == 4, "the fused rebuild evaluates each subnet once"
+        grads.append([x_leaf.grad, *(p.grad for p in flow.parameters())])
+    for g_plain, g_saving in zip(*grads, strict=True):
+        torch.testing.assert_close(g_saving, g_plain, rtol=1e-10, atol=1e-12)
+
+
+def test_bad_configurations_are_named() -> None:
+    with pytest.raises(ValueError, match="bins >= 1"):
+        SplineConfig(bins=0)
+    with pytest.raises(ValueError, match="bound > 0"):
+        SplineConfig(bound=0.0)
+    with pytest.raises(ValueError, match="min_bin_width.*must lie in"):
+        SplineConfig(bins=10, min_bin_width=0.1)
+    with pytest.raises(ValueError, match="min_derivative"):
+        SplineConfig(min_derivative=1.0)
+    with pytest.raises(ValueError, match="takes 23 parameters"):
+        rq_spline(torch.zeros(3), torch.zeros(3, 22), SplineConfig(bins=8))
+
+
+def test_wrong_subnet_output_is_named() -> None:
+    layer = RQSplineCoupling(4, lambda i, o: nn.Linear(i, o + 1), bins=3)
+    with pytest.raises(ValueError, match="subnet maps"):
+        layer(torch.randn(2, 4))
