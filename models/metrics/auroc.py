@@ -7,8 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from ._checks import ArrayLike, as_binary, as_map_stack, as_scores, check_same_shape
-from ._ranking import ranked_sums
+from ._checks import ArrayLike
+from ._confusion import ConfusionCounts, confusion_counts, image_counts, pixel_counts
 
 __all__ = ["RocCurve", "auroc", "image_auroc", "pixel_auroc", "roc_curve"]
 
@@ -28,43 +28,19 @@ class RocCurve(NamedTuple):
     thresholds: Tensor
 
 
-class _RocCounts(NamedTuple):
-    """Cumulative integer true/false-positive counts at each distinct score, decreasing."""
-
-    true_positives: Tensor
-    false_positives: Tensor
-    thresholds: Tensor
-    positives: int
-    negatives: int
-
-
-def _roc_counts(scores: ArrayLike, labels: ArrayLike) -> _RocCounts:
-    """Validate the inputs and count true and false positives at every distinct score."""
-    scores = as_scores(scores, "scores")
-    labels = as_binary(labels, "labels")
-    check_same_shape(scores, labels, "scores", "labels")
-    if labels.device != scores.device:
-        labels = labels.to(scores.device)
-    scores, labels = scores.reshape(-1), labels.reshape(-1)
-    positives = int(labels.sum())
-    negatives = labels.numel() - positives
-    if positives == 0 or negatives == 0:
-        present = "positive (1)" if positives else "negative (0)"
-        raise ValueError(
-            f"ROC AUC is undefined when only one class is present: all {labels.numel()} labels "
-            f"are {present}; pass both normal and anomalous samples"
-        )
-    ranked = ranked_sums(scores, [labels])
-    true_positives = ranked.sums[0]
-    return _RocCounts(true_positives, ranked.counts - true_positives, ranked.thresholds,
-                      positives, negatives)
-
-
 def _with_origin(values: Tensor, first: float) -> Tensor:
     """``values`` as float64 with ``first`` in front."""
     out = values.new_full((values.numel() + 1,), first, dtype=torch.float64)
     out[1:] = values
     return out
+
+
+def _area(counts: ConfusionCounts) -> float:
+    """The area under the ROC curve of ``counts``, summed in integers and divided once."""
+    tp, fp = counts.true_positives, counts.false_positives
+    # The first trapezoid starts at the origin (0, 0).
+    twice_area = fp[0] * tp[0] + ((fp[1:] - fp[:-1]) * (tp[1:] + tp[:-1])).sum()
+    return int(twice_area) / (2 * counts.positives * counts.negatives)
 
 
 def roc_curve(scores: ArrayLike, labels: ArrayLike) -> RocCurve:
@@ -85,7 +61,7 @@ def roc_curve(scores: ArrayLike, labels: ArrayLike) -> RocCurve:
         >>> curve.fpr.tolist(), curve.tpr.tolist()
         ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0])
     """
-    counts = _roc_counts(scores, labels)
+    counts = confusion_counts(scores, labels, "ROC curve")
     return RocCurve(
         fpr=_with_origin(counts.false_positives, 0.0) / counts.negatives,
         tpr=_with_origin(counts.true_positives, 0.0) / counts.positives,
@@ -118,11 +94,7 @@ def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
         >>> auroc(torch.tensor([0.1, 0.4, 0.4, 0.8]), torch.tensor([0, 0, 1, 1]))
         0.875
     """
-    counts = _roc_counts(scores, labels)
-    tp, fp = counts.true_positives, counts.false_positives
-    # The first trapezoid starts at the origin (0, 0).
-    twice_area = fp[0] * tp[0] + ((fp[1:] - fp[:-1]) * (tp[1:] + tp[:-1])).sum()
-    return int(twice_area) / (2 * counts.positives * counts.negatives)
+    return _area(confusion_counts(scores, labels, "AUROC"))
 
 
 def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
@@ -142,13 +114,7 @@ def image_auroc(scores: ArrayLike, labels: ArrayLike) -> float:
         >>> image_auroc(torch.tensor([0.2, 0.9, 0.5]), torch.tensor([0, 1, 1]))
         1.0
     """
-    scores = torch.as_tensor(scores)
-    if scores.ndim != 1:
-        raise ValueError(
-            f"image scores must have shape [N], got {tuple(scores.shape)}; "
-            "reduce each anomaly map to one score first (e.g. maps.amax(dim=(-2, -1)))"
-        )
-    return auroc(scores, labels)
+    return _area(image_counts(scores, labels, "image AUROC"))
 
 
 def pixel_auroc(maps: ArrayLike, masks: ArrayLike) -> float:
@@ -171,6 +137,4 @@ def pixel_auroc(maps: ArrayLike, masks: ArrayLike) -> float:
         >>> pixel_auroc(masks.float() + 0.1 * torch.rand(2, 4, 4), masks)
         1.0
     """
-    maps = as_map_stack(torch.as_tensor(maps), "maps")
-    masks = as_map_stack(torch.as_tensor(masks), "masks")
-    return auroc(maps, masks)
+    return _area(pixel_counts(maps, masks, "pixel AUROC"))
