@@ -7,12 +7,19 @@ Every layer is a :class:`Flow` with ``forward(x) -> (y, logdet)`` and an exact
 from . import layers, testing
 from ._version import __version__
 from .compose import Identity, Inverse, Parallel, Sequential, Split
-from .core import Flow, InjectiveFlow, Rebuilt, State, is_recomputing
+from .core import Context, Flow, InjectiveFlow, Rebuilt, State, is_recomputing
 from .debug import debug_mode
 from .distribution import NormalizingFlow, StandardNormal
-from .errors import FlowInputError, InverseNotAvailable, NonFiniteError
+from .errors import (
+    FlowInputError,
+    InverseNotAvailable,
+    NonFiniteError,
+    ReconstructionError,
+    ReconstructionWarning,
+)
 
 __all__ = [
+    "Context",
     "Flow",
     "FlowInputError",
     "Identity",
@@ -23,6 +30,8 @@ __all__ = [
     "NormalizingFlow",
     "Parallel",
     "Rebuilt",
+    "ReconstructionError",
+    "ReconstructionWarning",
     "Sequential",
     "Split",
     "StandardNormal",

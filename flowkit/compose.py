@@ -7,9 +7,18 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .core import Flow, State, state_tensors, zero_logdet
+from .core import (
+    Context,
+    Flow,
+    State,
+    check_no_context,
+    context_kwargs,
+    state_tensors,
+    zero_logdet,
+)
 from .debug import check_finite, is_debug
-from .errors import InverseNotAvailable
+from .errors import FlowInputError, InverseNotAvailable
+from .reversible import OnDrift, reversible_forward
 from .validation import check_single, check_tuple
 
 __all__ = ["Identity", "Inverse", "Parallel", "Sequential", "Split"]
@@ -43,6 +52,18 @@ class Sequential(Flow):
         preserve_rng_state: with ``memory_saving``, replay each block with the random state of
             its forward, so dropout in a subnet draws the same mask (costs a few host copies of
             the generator state per block).
+        drift_tolerance: with ``memory_saving``, the relative error of the rebuilt chain input
+            tolerated by the drift guard; ``None``: per dtype,
+            :func:`flowkit.reversible.default_drift_tolerance`.
+        on_drift: ``"raise"`` a :class:`~flowkit.errors.ReconstructionError` or ``"warn"``
+            (:class:`~flowkit.errors.ReconstructionWarning`) when the guard fires.
+
+    Raises:
+        FlowInputError: a context given to a Sequential without conditional block.
+        ReconstructionError: in a memory-saving backward, when the input rebuilt for the first
+            block is off by more than ``drift_tolerance`` (names the block where it started).
+        RuntimeError: in a memory-saving backward, when a block reads a tensor that requires
+            grad from outside the Sequential (pass it as ``context=``).
 
     Example:
         >>> import torch, flowkit
@@ -59,19 +80,32 @@ class Sequential(Flow):
     """
 
     def __init__(
-        self, *flows: Flow, memory_saving: bool = False, preserve_rng_state: bool = True
+        self,
+        *flows: Flow,
+        memory_saving: bool = False,
+        preserve_rng_state: bool = True,
+        drift_tolerance: float | None = None,
+        on_drift: OnDrift | str = OnDrift.RAISE,
     ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(_check_flows("Sequential", flows))
         self.memory_saving = memory_saving
         self.preserve_rng_state = preserve_rng_state
+        if drift_tolerance is not None and not drift_tolerance >= 0:
+            raise ValueError(f"drift_tolerance must be >= 0 or None, got {drift_tolerance!r}")
+        self.drift_tolerance = drift_tolerance
+        self.on_drift = OnDrift(on_drift)
         #: The :class:`~flowkit.reversible.DriftReport` of the last memory-saving backward run
-        #: under :func:`flowkit.debug_mode` (``None`` until then).
+        #: under :func:`flowkit.debug_mode` or in which the drift guard fired (else ``None``).
         self.drift = None
 
     @property
     def bijective(self) -> bool:  # type: ignore[override]
         return all(block.bijective for block in self.blocks)
+
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return any(block.conditional for block in self.blocks)
 
     def __len__(self) -> int:
         return len(self.blocks)
@@ -82,32 +116,36 @@ class Sequential(Flow):
     def __iter__(self):
         return iter(self.blocks)
 
-    def forward(self, x: State) -> tuple[State, Tensor]:
-        """Apply the blocks in order; with memory saving when autograd is recording."""
-        if self.memory_saving and torch.is_grad_enabled():
-            from .reversible import reversible_forward
+    def forward(self, x: State, context: Context = None) -> tuple[State, Tensor]:
+        """Apply the blocks in order; with memory saving when autograd is recording.
 
-            return reversible_forward(self, x)
+        ``context`` goes to every conditional block (see :class:`flowkit.Flow`).
+        """
+        check_no_context(self, context)
+        if self.memory_saving and torch.is_grad_enabled():
+            return reversible_forward(self, x, context)
         logdet = zero_logdet(x)
         for index, block in enumerate(self.blocks):
-            x, block_logdet = block(x)
+            x, block_logdet = block(x, **context_kwargs(block, context))
             logdet = logdet + block_logdet
             if is_debug():
                 check_finite(x, logdet, f"block {index} ({type(block).__name__})")
         return x, logdet
 
-    def inverse_and_logdet(self, y: State) -> tuple[State, Tensor]:
+    def inverse_and_logdet(self, y: State, context: Context = None) -> tuple[State, Tensor]:
         """Invert the blocks in reverse order, adding their inverse log-determinants."""
+        check_no_context(self, context)
         logdet = zero_logdet(y)
         for block in reversed(self.blocks):
-            y, block_logdet = block.inverse_and_logdet(y)
+            y, block_logdet = block.inverse_and_logdet(y, **context_kwargs(block, context))
             logdet = logdet + block_logdet
         return y, logdet
 
-    def inverse(self, y: State) -> State:
+    def inverse(self, y: State, context: Context = None) -> State:
         """Invert the blocks in reverse order."""
+        check_no_context(self, context)
         for block in reversed(self.blocks):
-            y = block.inverse(y)
+            y = block.inverse(y, **context_kwargs(block, context))
         return y
 
 
@@ -131,22 +169,46 @@ class Parallel(Flow):
     def bijective(self) -> bool:  # type: ignore[override]
         return all(flow.bijective for flow in self.flows)
 
-    def forward(self, x: State) -> tuple[State, Tensor]:
-        """Apply flow ``i`` to element ``i`` of the tuple state."""
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return any(flow.conditional for flow in self.flows)
+
+    def _contexts(self, context: Context) -> list[dict[str, Context]]:
+        """The context keywords of each flow: a tuple split per element, a Tensor broadcast."""
+        check_no_context(self, context)
+        if context is None or isinstance(context, Tensor):
+            return [context_kwargs(flow, context) for flow in self.flows]
+        if not isinstance(context, tuple) or len(context) != len(self.flows):
+            got = f"a tuple of {len(context)}" if isinstance(context, tuple) else repr(context)
+            raise FlowInputError(
+                f"Parallel of {len(self.flows)} flows got a context that is {got}; give one "
+                "entry per element (None for an element without conditional layer) or one "
+                "Tensor for all"
+            )
+        for index, (flow, part) in enumerate(zip(self.flows, context, strict=True)):
+            if part is not None and not flow.conditional:
+                raise FlowInputError(
+                    f"Parallel element {index} ({type(flow).__name__}) has no conditional "
+                    "layer but got a context entry; pass None in that position"
+                )
+        return [context_kwargs(f, c) for f, c in zip(self.flows, context, strict=True)]
+
+    def forward(self, x: State, context: Context = None) -> tuple[State, Tensor]:
+        """Apply flow ``i`` to element ``i`` of the tuple state (with context entry ``i``)."""
         parts = check_tuple(self, x, len(self.flows))
         outputs, logdet = [], zero_logdet(x)
-        for flow, part in zip(self.flows, parts, strict=False):
-            y, part_logdet = flow(part)
+        for flow, part, kwargs in zip(self.flows, parts, self._contexts(context), strict=False):
+            y, part_logdet = flow(part, **kwargs)
             outputs.append(y)
             logdet = logdet + part_logdet
         return tuple(outputs), logdet
 
-    def inverse_and_logdet(self, y: State) -> tuple[State, Tensor]:
+    def inverse_and_logdet(self, y: State, context: Context = None) -> tuple[State, Tensor]:
         """Invert flow ``i`` on element ``i``."""
         parts = check_tuple(self, y, len(self.flows))
         outputs, logdet = [], zero_logdet(y)
-        for flow, part in zip(self.flows, parts, strict=False):
-            x, part_logdet = flow.inverse_and_logdet(part)
+        for flow, part, kwargs in zip(self.flows, parts, self._contexts(context), strict=False):
+            x, part_logdet = flow.inverse_and_logdet(part, **kwargs)
             outputs.append(x)
             logdet = logdet + part_logdet
         return tuple(outputs), logdet
@@ -170,13 +232,19 @@ class Inverse(Flow):
     def bijective(self) -> bool:  # type: ignore[override]
         return self.flow.bijective
 
-    def forward(self, x: State) -> tuple[State, Tensor]:
-        """The wrapped flow's ``inverse_and_logdet``."""
-        return self.flow.inverse_and_logdet(x)
+    @property
+    def conditional(self) -> bool:  # type: ignore[override]
+        return self.flow.conditional
 
-    def inverse_and_logdet(self, y: State) -> tuple[State, Tensor]:
+    def forward(self, x: State, context: Context = None) -> tuple[State, Tensor]:
+        """The wrapped flow's ``inverse_and_logdet``."""
+        check_no_context(self, context)
+        return self.flow.inverse_and_logdet(x, **context_kwargs(self.flow, context))
+
+    def inverse_and_logdet(self, y: State, context: Context = None) -> tuple[State, Tensor]:
         """The wrapped flow's ``forward``."""
-        return self.flow(y)
+        check_no_context(self, context)
+        return self.flow(y, **context_kwargs(self.flow, context))
 
 
 class Identity(Flow):

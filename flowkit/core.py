@@ -16,14 +16,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .errors import InverseNotAvailable
+from .errors import FlowInputError, InverseNotAvailable
 
 __all__ = [
+    "Context",
     "Flow",
     "InjectiveFlow",
     "Rebuilt",
     "State",
     "batch_size",
+    "check_no_context",
+    "context_kwargs",
+    "context_tensors",
     "is_recomputing",
     "recomputing",
     "replay_rng",
@@ -34,6 +38,13 @@ __all__ = [
 
 State = Tensor | tuple[Tensor, ...]
 """A Tensor, or a tuple of Tensors for a multi-scale state (finest first)."""
+
+Context = Tensor | tuple["Context", ...] | None
+"""Conditioning input of a conditional flow: a Tensor, a (nested) tuple of them, or ``None``.
+
+:class:`flowkit.Parallel` splits a tuple context per element (one per scale) and broadcasts a
+single Tensor to all elements; every other composite passes it unchanged.
+"""
 
 _local = threading.local()
 
@@ -86,6 +97,41 @@ def state_tensors(state: State) -> tuple[Tensor, ...]:
     return (state,) if isinstance(state, Tensor) else tuple(state)
 
 
+def context_tensors(context: Context) -> tuple[Tensor, ...]:
+    """The tensors of a (nested) context, depth first; ``None`` entries are skipped."""
+    if context is None:
+        return ()
+    if isinstance(context, Tensor):
+        return (context,)
+    if not isinstance(context, tuple):
+        raise TypeError(
+            f"a context is a Tensor, a tuple of Tensors (one per scale) or None, got a "
+            f"{type(context).__name__}"
+        )
+    return tuple(t for part in context for t in context_tensors(part))
+
+
+def context_kwargs(flow: nn.Module, context: Context) -> dict[str, Context]:
+    """``{"context": context}`` for a conditional flow given a context, else ``{}``.
+
+    Composites call their children as ``child(x, **context_kwargs(child, context))``, so a
+    layer that does not declare ``conditional = True`` keeps its plain ``forward(x)``.
+    """
+    if context is None or not getattr(flow, "conditional", False):
+        return {}
+    return {"context": context}
+
+
+def check_no_context(flow: nn.Module, context: Context) -> None:
+    """Refuse a context given to a flow with no conditional layer (it would be ignored)."""
+    if context is not None and not getattr(flow, "conditional", False):
+        raise FlowInputError(
+            f"{type(flow).__name__} got a context but contains no conditional layer, so the "
+            "context would be ignored; give the context to a flow with a conditional layer "
+            "(e.g. AffineCoupling(..., context_channels=C)) or drop it"
+        )
+
+
 def batch_size(state: State) -> int:
     """The batch size of a state (the first dimension of its first tensor)."""
     return state_tensors(state)[0].shape[0]
@@ -132,6 +178,12 @@ class Flow(nn.Module):
     forward with autograd recording; the default calls ``inverse`` then ``forward``, and a
     coupling layer can do both with one evaluation of its subnet.
 
+    Conditioning: a layer whose map depends on a conditioning input sets
+    ``conditional = True`` and takes a keyword ``context`` in ``forward``, ``inverse`` (or
+    ``inverse_and_logdet``) and ``rebuild``. Composites pass the context only to conditional
+    children, so other layers keep ``forward(x)``; a context given to a flow without a
+    conditional layer raises :class:`~flowkit.errors.FlowInputError` instead of being ignored.
+
     Example:
         >>> import torch, flowkit
         >>> flow = flowkit.layers.ActNorm(4)
@@ -145,46 +197,60 @@ class Flow(nn.Module):
 
     #: Whether the map is a bijection (a logdet is claimed). See :class:`InjectiveFlow`.
     bijective: bool = True
+    #: Whether the map takes a conditioning input (the ``context`` keyword).
+    conditional: bool = False
 
-    def forward(self, x: State) -> tuple[State, Tensor]:
+    def __call__(self, *args, **kwargs):
+        check_no_context(self, kwargs.get("context", args[1] if len(args) > 1 else None))
+        return super().__call__(*args, **kwargs)
+
+    def forward(self, x: State, context: Context = None) -> tuple[State, Tensor]:
         """Map ``x`` to ``(y, logdet)``, ``logdet = log|det dy/dx|`` of shape ``[batch]``."""
         raise NotImplementedError(f"{type(self).__name__} must implement forward(x)")
 
-    def inverse(self, y: State) -> State:
+    def inverse(self, y: State, context: Context = None) -> State:
         """The input that ``forward`` maps to ``y``."""
+        check_no_context(self, context)
         if type(self).inverse_and_logdet is Flow.inverse_and_logdet:
             raise InverseNotAvailable(
                 f"{type(self).__name__} implements neither inverse(y) nor "
                 "inverse_and_logdet(y); a Flow needs one of them to be placed in a flow"
             )
-        return self.inverse_and_logdet(y)[0]
+        return self.inverse_and_logdet(y, **context_kwargs(self, context))[0]
 
-    def inverse_and_logdet(self, y: State) -> tuple[State, Tensor]:
+    def inverse_and_logdet(self, y: State, context: Context = None) -> tuple[State, Tensor]:
         """The inverse and its log-determinant ``log|det dx/dy|`` (minus the forward's)."""
+        check_no_context(self, context)
         if type(self).inverse is Flow.inverse:
             raise InverseNotAvailable(
                 f"{type(self).__name__} implements neither inverse(y) nor inverse_and_logdet(y)"
             )
-        x = self.inverse(y)
+        kwargs = context_kwargs(self, context)
+        x = self.inverse(y, **kwargs)
         with recomputing():
-            _, logdet = self.forward(x)
+            _, logdet = self.forward(x, **kwargs)
         return x, -logdet
 
-    def rebuild(self, y: State) -> Rebuilt:
+    def rebuild(self, y: State, context: Context = None) -> Rebuilt:
         """Recover the input from the output and replay the forward with autograd recording.
 
         The step of the memory-saving engine. The default runs ``inverse`` without recording,
-        then ``forward`` on leaf copies of the result; the replay runs under
-        :func:`recomputing`, so it has no training-mode side effects.
+        then ``forward`` on leaf copies of the result; both run under :func:`recomputing`
+        (they are replays), so they have no training-mode side effects. The context's tensors
+        are used as given: the engine passes leaves, so the replay's graph reaches them.
         """
-        with torch.no_grad():
-            x = self.inverse(y)
+        check_no_context(self, context)
+        kwargs = context_kwargs(self, context)
+        with torch.no_grad(), recomputing():
+            x = self.inverse(y, **kwargs)
         leaves = tuple(
             t.detach().requires_grad_(t.is_floating_point()) for t in state_tensors(x)
         )
         restart_replay_rng()
         with torch.enable_grad(), recomputing():
-            y_replayed, logdet = self.forward(leaves[0] if isinstance(x, Tensor) else leaves)
+            y_replayed, logdet = self.forward(
+                leaves[0] if isinstance(x, Tensor) else leaves, **kwargs
+            )
         return Rebuilt(inputs=x, outputs=y_replayed, logdet=logdet, leaves=leaves)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from .core import Flow, State, state_tensors
+from .core import Context, Flow, State, check_no_context, context_kwargs, state_tensors
 from .errors import InverseNotAvailable
 
 __all__ = ["NormalizingFlow", "StandardNormal"]
@@ -83,16 +83,19 @@ class NormalizingFlow(nn.Module):
         self.flow = flow
         self.base = StandardNormal() if base is None else base
 
-    def log_prob(self, x: State) -> Tensor:
-        """Log-density of each sample, shape ``[batch]``."""
-        z, logdet = self.flow(x)
+    def log_prob(self, x: State, context: Context = None) -> Tensor:
+        """Log-density of each sample, shape ``[batch]`` (conditional on ``context``)."""
+        check_no_context(self.flow, context)
+        z, logdet = self.flow(x, **context_kwargs(self.flow, context))
         return self.base.log_prob(z) + logdet
 
-    def forward(self, x: State) -> Tensor:
+    def forward(self, x: State, context: Context = None) -> Tensor:
         """Same as :meth:`log_prob`."""
-        return self.log_prob(x)
+        return self.log_prob(x, context)
 
     @torch.no_grad()
-    def sample(self, n: int) -> State:
-        """``n`` samples: base samples mapped through the inverse flow."""
-        return self.flow.inverse(self.base.sample(n))
+    def sample(self, n: int, context: Context = None) -> State:
+        """``n`` samples: base samples mapped through the inverse flow (given ``context``,
+        whose batch size must be ``n``)."""
+        check_no_context(self.flow, context)
+        return self.flow.inverse(self.base.sample(n), **context_kwargs(self.flow, context))

@@ -28,11 +28,14 @@ def coupling_stack(depth: int, channels: int = 4, **kwargs) -> list[flowkit.Flow
 
 
 def twins(
-    blocks: list[flowkit.Flow], seed: int = 0, dtype: torch.dtype = torch.float64
+    blocks: list[flowkit.Flow],
+    seed: int = 0,
+    dtype: torch.dtype = torch.float64,
+    scale: float = 0.1,
 ) -> tuple[flowkit.Sequential, ...]:
     """The same network twice: plain autograd and memory-saving (float64: the engine is exact,
     so structural tests compare to 1e-10 and any mistake shows)."""
-    plain = perturb_parameters_(flowkit.Sequential(*blocks), scale=0.1, seed=seed).to(dtype)
+    plain = perturb_parameters_(flowkit.Sequential(*blocks), scale=scale, seed=seed).to(dtype)
     saving = copy.deepcopy(plain)
     saving.memory_saving = True
     return plain, saving
@@ -200,7 +203,8 @@ class LeakyInverse(CountingFlow):
 def test_debug_mode_reports_drift_per_block() -> None:
     blocks = coupling_stack(2) + [LeakyInverse()] + coupling_stack(1)
     _, saving = twins(blocks)
-    with flowkit.debug_mode():
+    saving.on_drift = "warn"
+    with flowkit.debug_mode(), pytest.warns(flowkit.errors.ReconstructionWarning, match="block 4"):
         run(saving, torch.randn(2, 4, 4, 4, dtype=torch.float64))
     report = saving.drift
     assert len(report.local) == len(report.rebuilt) == len(blocks)
@@ -243,8 +247,10 @@ def saved_bytes(flow: flowkit.Flow, x: Tensor) -> int:
 
 def test_saved_memory_does_not_grow_with_depth() -> None:
     x = torch.randn(2, 4, 16, 16, requires_grad=True, dtype=torch.float64)
-    plain2, saving2 = twins(coupling_stack(2))
-    plain32, saving32 = twins(coupling_stack(32))
+    # Perturbed by 0.1, this depth-32 stack explodes (outputs ~1e13, drift 1e17: the drift
+    # guard refuses it); 0.05 keeps it a stable flow.
+    plain2, saving2 = twins(coupling_stack(2), scale=0.05)
+    plain32, saving32 = twins(coupling_stack(32), scale=0.05)
     assert saved_bytes(saving32, x) <= 1.1 * saved_bytes(saving2, x)
     ratio = saved_bytes(plain32, x) / saved_bytes(plain2, x)
     assert 12 < ratio <= 16.5
