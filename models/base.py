@@ -9,13 +9,31 @@ rebuilds the model without pickled code.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
-from typing import Any
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MODELS", "AnomalyModel", "OptimizerSettings", "build_model", "register_model"]
+from .errors import ConfigError
+
+__all__ = [
+    "BUILTIN_MODELS",
+    "MODELS",
+    "AnomalyModel",
+    "OptimizerSettings",
+    "build_model",
+    "register_model",
+]
+
+BUILTIN_MODELS = {
+    "baseline": "flowkit.models.baseline",
+    "csflow": "flowkit.models.csflow",
+    "pyramidflow": "flowkit.models.pyramidflow",
+}
+"""The models flowkit ships, by registry name, with the module that registers each: imported
+the first time the registry is read, so that importing :mod:`flowkit.models` stays cheap."""
 
 
 class OptimizerSettings(dict):
@@ -37,6 +55,15 @@ class AnomalyModel(nn.Module, abc.ABC):
     default_image_size: int = 256
     default_epochs: int = 15
     default_batch_size: int = 2
+    #: The defaults on the built-in synthetic data (rendered at 128 px): a CPU run in minutes.
+    synthetic_image_size: int = 128
+    synthetic_epochs: int = 5
+    #: The smallest training batch the loss is defined for (2 for a loss over pairs).
+    min_batch_size: int = 1
+    #: Named settings for ``flowkit train --preset NAME``: each maps ``flowkit train`` settings
+    #: (flag names with underscores, e.g. ``image_size``, ``epochs``, a config key) to values;
+    #: flags given on the command line take precedence.
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, **config: Any) -> None:
         super().__init__()
@@ -47,6 +74,26 @@ class AnomalyModel(nn.Module, abc.ABC):
         """Constructor arguments recommended for a data category (e.g. the paper's per-class
         settings); the command line fills in those the user did not give. Default: none."""
         return {}
+
+    @classmethod
+    def check_config(cls, config: dict[str, Any], batch_size: int) -> None:
+        """Refuse training settings this model cannot train with, before anything runs.
+
+        The default checks :attr:`min_batch_size`; a model with more constraints extends it.
+
+        Args:
+            config: the constructor arguments.
+            batch_size: the training batch (per process).
+
+        Raises:
+            ConfigError: the settings cannot work; the message names the flag to change.
+        """
+        if batch_size < cls.min_batch_size:
+            raise ConfigError(
+                f"{cls.name} trains on batches of at least {cls.min_batch_size} images (its "
+                f"loss needs them), got {batch_size}; pass --batch-size {cls.min_batch_size} "
+                "or more"
+            )
 
     @abc.abstractmethod
     def loss(self, images: Tensor) -> Tensor:
@@ -93,7 +140,39 @@ class AnomalyModel(nn.Module, abc.ABC):
         return maps, self.image_score(maps)
 
 
-MODELS: dict[str, Callable[..., AnomalyModel]] = {}
+class _Registry(Mapping[str, type[AnomalyModel]]):
+    """The registered models by name; the built-in ones are imported on the first read."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, type[AnomalyModel]] = {}
+        self._loaded = False
+
+    def _load(self) -> None:
+        if not self._loaded:
+            self._loaded = True
+            for module in BUILTIN_MODELS.values():
+                importlib.import_module(module)
+
+    def add(self, name: str, cls: type[AnomalyModel]) -> None:
+        """Register ``cls`` under ``name`` (without importing the built-in models)."""
+        self._models[name] = cls
+
+    def __getitem__(self, name: str) -> type[AnomalyModel]:
+        self._load()
+        return self._models[name]
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return iter(self._models)
+
+    def __len__(self) -> int:
+        self._load()
+        return len(self._models)
+
+
+MODELS = _Registry()
+"""Every registered model class by name: the built-in ones, and those of modules that call
+:func:`register_model`."""
 
 
 def register_model(name: str) -> Callable[[type[AnomalyModel]], type[AnomalyModel]]:
@@ -101,7 +180,7 @@ def register_model(name: str) -> Callable[[type[AnomalyModel]], type[AnomalyMode
 
     def add(cls: type[AnomalyModel]) -> type[AnomalyModel]:
         cls.name = name
-        MODELS[name] = cls
+        MODELS.add(name, cls)
         return cls
 
     return add

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from flowkit.models.run import DataSettings, RunConfig
+from flowkit.models.engine.config import DataSettings, RunConfig
 
 from .tiny_model import TINY, TinyAutoencoder
 

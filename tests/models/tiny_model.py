@@ -38,6 +38,9 @@ class TinyAutoencoder(AnomalyModel):
     default_image_size = 32
     default_epochs = 2
     default_batch_size = 4
+    synthetic_image_size = 32
+    synthetic_epochs = 2
+    presets = {"wide": {"hidden": 4, "epochs": 3, "image_size": 64}}
 
     def __init__(self, hidden: int = 2, noise: float = 0.1, levels: int = 1) -> None:
         super().__init__(hidden=hidden, noise=noise, levels=levels)

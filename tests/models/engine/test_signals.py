@@ -15,18 +15,21 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.models.checkpoint import load_checkpoint
-from flowkit.models.cli import EXIT_SIGNAL_BASE, build_parser, resolve_config
+from flowkit.models.cli import EXIT_SIGNAL_BASE, build_parser
+from flowkit.models.cli.settings import resolve_config
+from flowkit.models.engine.checkpoint import load_checkpoint
+from flowkit.models.engine.config import RunConfig
+from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.signals import StopSignals
+from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import Interrupted
-from flowkit.models.run import RunConfig, RunFolder, RunMode
-from flowkit.models.train import StopSignals, TrainOptions, train
 
-from .tiny_model import TINY, TINY_MODULE, TinyAutoencoder
+from ..tiny_model import TINY, TINY_MODULE, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPTIONS = TrainOptions(torch.device("cpu"), progress=False, quiet=True)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STEPS_PER_EPOCH = 12  # 48 synthetic training images, batch 4
 EPOCHS = 8
 BATCH_ONE = 48  # steps per epoch at --batch-size 1: a signal lands mid-epoch nearly always

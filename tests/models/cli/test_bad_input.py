@@ -3,7 +3,7 @@ problem and the fix, and a failed command writes and overwrites nothing.
 
 The other rows of the table are tested where their code lives: missing folders, wrong
 layouts, unsplittable image sizes, existing run folders, a truncated checkpoint and an
-unreadable training image in ``test_cli.py``; every checkpoint case in
+unreadable training image in ``test_train.py``; every checkpoint case in
 ``test_checkpoint.py``; grayscale and RGBA images in ``data/`` and ``test_predict.py``; the
 prediction inputs in ``test_predict.py``; NaN losses in the loop in ``test_train.py``.
 """
@@ -21,13 +21,14 @@ import torch
 
 from flowkit.models import pyramidflow
 from flowkit.models.base import build_model
-from flowkit.models.checkpoint import CHECKPOINT_FORMAT_VERSION, save_checkpoint
-from flowkit.models.cli import EXIT_ERROR, EXIT_UNEXPECTED, build_parser, main, resolve_config
+from flowkit.models.cli import EXIT_ERROR, EXIT_UNEXPECTED, build_parser, main
+from flowkit.models.cli.settings import resolve_config
 from flowkit.models.data import write_png, write_synthetic
-from flowkit.models.run import RunFolder, RunMode
-from flowkit.models.train import TrainOptions, train
+from flowkit.models.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, save_checkpoint
+from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.training import TrainOptions, train
 
-from .tiny_model import TINY, TinyAutoencoder
+from ..tiny_model import TINY, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,10 +15,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from flowkit import __version__
 
-from .base import AnomalyModel
-from .data import Item
-from .metrics import DEFAULT_FPR_LIMIT, aupro, image_auroc, legacy_pro, pixel_auroc
-from .run import write_json
+from ..base import AnomalyModel
+from ..data import Item
+from ..metrics import DEFAULT_FPR_LIMIT, aupro, image_auroc, legacy_pro, pixel_auroc
+from .files import write_json
 
 __all__ = [
     "AUPRO_KEY",

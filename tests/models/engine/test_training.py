@@ -14,17 +14,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from flowkit.models.checkpoint import load_checkpoint
+from flowkit.models.engine.checkpoint import load_checkpoint
+from flowkit.models.engine.config import RunConfig
+from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.sampling import epoch_generator
+from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import ConfigError, NonFiniteLossError
-from flowkit.models.run import RunConfig, RunFolder, RunMode
-from flowkit.models.train import TrainOptions, epoch_generator, train
 
-from .tiny_model import TINY_MODULE, TinyAutoencoder
+from ..tiny_model import TINY_MODULE, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPTIONS = TrainOptions(device=torch.device("cpu"), progress=False, quiet=True)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 STEPS_PER_EPOCH = 12  # 48 synthetic training images, batch 4
 
 

@@ -10,8 +10,8 @@ import torch
 from skimage import io as skio
 
 from flowkit.models.data import SyntheticDataset
-from flowkit.models.evaluate import Evaluation, compute_metrics
-from flowkit.models.visualize import (
+from flowkit.models.engine.evaluate import Evaluation, compute_metrics
+from flowkit.models.engine.visualize import (
     map_value_range,
     save_curves,
     save_heatmaps,

@@ -18,9 +18,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import GOOD, Item
+from ..data import GOOD, Item
+from ..metrics import DEFAULT_FPR_LIMIT, ProCurve, RocCurve, pro_curve, roc_curve
 from .evaluate import AUPRO_KEY, Evaluation
-from .metrics import DEFAULT_FPR_LIMIT, ProCurve, RocCurve, pro_curve, roc_curve
 
 __all__ = [
     "COLORMAP",

@@ -2,111 +2,43 @@
 the same weights, on one process or several (``torchrun``, see :mod:`.distributed`).
 
 The reported model is always the final one (after the last epoch and ``fit_normal``): no
-checkpoint is ever chosen by looking at the test set.
-
-Why a resumed run equals an uninterrupted one (bit for bit on the CPU): an epoch's data order
-is a function of the seed and the epoch only; texture augmentation draws from a generator of
-``(seed, epoch, image index)``, so it does not matter which process, worker or step loads an
-image; everything else random draws from the global generators, whose states every
-checkpoint holds. A checkpoint written on SIGINT or SIGTERM, after the last completed step of
-an unfinished epoch, also holds that epoch's step count and loss sum, and the resumed run
-skips the epoch's finished batches without loading them.
+checkpoint is ever chosen by looking at the test set. A resumed run equals an uninterrupted
+one (bit for bit on the CPU, see :mod:`.sampling`): a checkpoint written on SIGINT or SIGTERM,
+after the last completed step of an unfinished epoch, also holds that epoch's step count and
+loss sum, and the resumed run skips the epoch's finished batches without loading them.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from types import FrameType
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
-from torch.utils.data.distributed import DistributedSampler
 from tqdm.auto import tqdm
 
-from .base import AnomalyModel, build_model
-from .checkpoint import (
-    load_checkpoint,
-    model_from_checkpoint,
-    restore_rng_states,
-    save_checkpoint,
-)
-from .data import Item, Split, TextureAugment
-from .distributed import BATCH_COUPLED_MODELS, Distributed, per_process_batch
-from .errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
-from .predict import fit_thresholds
-from .run import RunConfig, RunFolder, read_json, write_json
+from ..base import AnomalyModel, build_model
+from ..data import Item, Split
+from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
+from .checkpoint import load_checkpoint, model_from_checkpoint, restore_rng_states, save_checkpoint
+from .config import RunConfig
+from .distributed import BATCH_COUPLED_MODELS, Distributed
+from .files import read_json, write_json
+from .run_folder import RunFolder
+from .sampling import TrainingImages, epoch_loader, seed_everything
+from .signals import StopSignals
+from .thresholds import fit_thresholds
 
-__all__ = [
-    "STOP_SIGNALS",
-    "StopSignals",
-    "TrainOptions",
-    "epoch_generator",
-    "resume_command",
-    "seed_everything",
-    "train",
-]
+__all__ = ["TrainOptions", "resume_command", "train"]
 
 LOSS_FORMAT = ".5g"
 """How losses are printed in the progress bar and the log."""
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-"""Ctrl-C, and what schedulers and ``kill`` send: both stop training after the current step."""
-
-
-class StopSignals:
-    """SIGINT and SIGTERM handlers for the duration of a command (a context manager).
-
-    Inside :meth:`deferred` (the training steps) the first signal is only recorded in
-    :attr:`received`, and the training loop stops after the current step, saving a
-    checkpoint. Anywhere else, and for a second signal, the handler raises
-    :class:`~.errors.Interrupted` at once: every file is written atomically, so nothing is
-    left half-written. The previous handlers are restored on exit; outside the main thread
-    (where Python allows no handlers) signals keep theirs. The handler prints nothing: a print
-    from a signal handler can interrupt a print in progress.
-    """
-
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._deferring = False
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():  # only it may set handlers
-            for number in STOP_SIGNALS:
-                self._previous[number] = signal.signal(number, self._handle)
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        for number, handler in self._previous.items():
-            signal.signal(number, handler)
-        self._previous.clear()
-
-    def _handle(self, number: int, frame: FrameType | None) -> None:
-        if self._deferring and self.received is None:
-            self.received = number
-            return
-        raise Interrupted(number, f"stopped by {signal.Signals(number).name}")
-
-    @contextmanager
-    def deferred(self) -> Iterator[None]:
-        """While inside, a first signal is recorded instead of raised."""
-        self._deferring = True
-        try:
-            yield
-        finally:
-            self._deferring = False
-
 
 @dataclass(frozen=True)
 class TrainOptions:
@@ -128,25 +60,6 @@ class TrainOptions:
     quiet: bool = False
     distributed: Distributed = field(default_factory=Distributed)
     stop: StopSignals | None = None
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), numpy's global generator and ``random``."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _mixed_seed(*keys: int) -> int:
-    """A 62-bit seed mixed from ``keys``: nearby keys give unrelated seeds."""
-    state = np.random.SeedSequence(list(keys)).generate_state(1, dtype=np.uint64)[0]
-    return int(state) >> 2
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator of an epoch's data loader: a function of the seed and the epoch only, so
-    a resumed run draws the same as an uninterrupted one."""
-    return torch.Generator().manual_seed(_mixed_seed(seed, epoch))
 
 
 def resume_command(run: RunFolder) -> str:
@@ -196,29 +109,6 @@ class _State:
         return record
 
 
-class _TrainingImages(Dataset[Item]):
-    """The training images, indexed by ``(epoch, index)``.
-
-    Texture augmentation (when on) draws from a generator of ``(seed, epoch, index)``: an
-    image is augmented the same way whichever process, worker or step loads it.
-    """
-
-    def __init__(self, images: Dataset[Item], seed: int, augment: bool) -> None:
-        self.images, self.seed, self.augment = images, seed, augment
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, key: tuple[int, int]) -> Item:
-        epoch, index = key
-        item = self.images[index]
-        if not self.augment:
-            return item
-        generator = torch.Generator().manual_seed(_mixed_seed(self.seed, epoch, index))
-        image, mask = TextureAugment(generator)(item.image, item.mask)
-        return item._replace(image=image, mask=mask)
-
-
 class _Loss(nn.Module):
     """The model's training loss as ``forward``: DistributedDataParallel synchronizes the
     gradients of what its wrapped ``forward`` computes."""
@@ -243,26 +133,6 @@ def _optimizer(model: AnomalyModel, settings: dict[str, Any]) -> torch.optim.Ada
     if "betas" in adam_settings:
         adam_settings["betas"] = tuple(adam_settings["betas"])
     return torch.optim.Adam(model.trainable_parameters(), **adam_settings)
-
-
-def _epoch_loader(images: _TrainingImages, config: RunConfig, epoch: int, skip_steps: int,
-                  options: TrainOptions) -> DataLoader[Item]:
-    """This process's batches of an epoch, after the first ``skip_steps`` (never loaded).
-
-    ``DistributedSampler`` shuffles by the seed and the epoch, drops the tail that fills no
-    global batch, and gives process ``r`` of ``n`` every n-th image from the r-th: the
-    processes' batches of a step together are the batch one process takes with the same
-    global batch. Alone it is a plain seeded shuffle.
-    """
-    distributed = options.distributed
-    per_process = per_process_batch(config.batch_size, distributed.world_size)
-    sampler = DistributedSampler(images, num_replicas=distributed.world_size,
-                                 rank=distributed.rank, shuffle=True,
-                                 seed=_mixed_seed(config.seed), drop_last=True)
-    sampler.set_epoch(epoch)
-    keys = [(epoch, index) for index in list(sampler)[skip_steps * per_process:]]
-    return DataLoader(images, batch_size=per_process, sampler=keys, drop_last=True,
-                      num_workers=options.workers, generator=epoch_generator(config.seed, epoch))
 
 
 def _check_finite(value: float, what: str, state: _State, run: RunFolder) -> None:
@@ -292,7 +162,7 @@ class _Loop:
         self.stop = options.stop or StopSignals()  # not entered: records nothing
         self.synced = False  # whether rank 0's weights were copied after the first step
 
-    def epoch(self, images: _TrainingImages, log: _Logger) -> Interrupted | None:
+    def epoch(self, images: TrainingImages, log: _Logger) -> Interrupted | None:
         """Train the epoch under way to its end (from where a stop left it).
 
         Returns:
@@ -301,7 +171,8 @@ class _Loop:
         """
         state, config = self.state, self.config
         steps = len(images) // config.batch_size
-        loader = _epoch_loader(images, config, state.epoch, state.epoch_steps, self.options)
+        loader = epoch_loader(images, config.batch_size, config.seed, state.epoch,
+                              state.epoch_steps, self.options.distributed, self.options.workers)
         self.model.train()
         bar = tqdm(_images(loader, self.options.device), total=steps, initial=state.epoch_steps,
                    desc=f"epoch {state.epoch + 1}/{config.epochs}", unit="step", leave=False,
@@ -389,7 +260,7 @@ def _restore(config: RunConfig, run: RunFolder, device: torch.device
     return model, optimizer, state
 
 
-def _training_images(config: RunConfig) -> tuple[_TrainingImages, Dataset[Item]]:
+def _training_images(config: RunConfig) -> tuple[TrainingImages, Dataset[Item]]:
     """The training images keyed for training (augmented for textures), and plain ones (for
     ``fit_normal`` and the thresholds)."""
     plain = config.data.dataset(Split.TRAIN.value)
@@ -398,7 +269,7 @@ def _training_images(config: RunConfig) -> tuple[_TrainingImages, Dataset[Item]]
             f"the training set has {len(plain)} images, fewer than one batch of "
             f"{config.batch_size}; lower --batch-size"
         )
-    return _TrainingImages(plain, config.seed, config.data.augment), plain
+    return TrainingImages(plain, config.seed, config.data.augment), plain
 
 
 def _stopped(error: Interrupted, run: RunFolder) -> Interrupted:
@@ -409,7 +280,7 @@ def _stopped(error: Interrupted, run: RunFolder) -> Interrupted:
     return Interrupted(error.signal_number, f"{error}; {kept}")
 
 
-def _train_epochs(loop: _Loop, images: _TrainingImages, log: _Logger) -> Interrupted | None:
+def _train_epochs(loop: _Loop, images: TrainingImages, log: _Logger) -> Interrupted | None:
     """The remaining epochs, with a progress bar over them; what :meth:`_Loop.epoch` returns
     when a stop signal ends them."""
     state, config, options = loop.state, loop.config, loop.options

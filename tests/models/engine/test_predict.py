@@ -14,15 +14,22 @@ import pytest
 import torch
 from skimage import io as skio
 
-from flowkit.models.checkpoint import load_model
-from flowkit.models.cli import EXIT_ERROR, PREDICTIONS_FILE, main
+from flowkit.models.cli import EXIT_ERROR, main
+from flowkit.models.cli.predict import PREDICTIONS_FILE
 from flowkit.models.data import GOOD, read_image, write_synthetic
 from flowkit.models.data.item import make_item
-from flowkit.models.predict import MAP_PNG_MAX, THRESHOLD_QUANTILE, Thresholds, read_thresholds
-from flowkit.models.run import DataSettings, RunConfig, RunFolder, RunMode
-from flowkit.models.train import TrainOptions, train
+from flowkit.models.engine.checkpoint import load_model
+from flowkit.models.engine.config import DataSettings, RunConfig
+from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.thresholds import (
+    MAP_PNG_MAX,
+    THRESHOLD_QUANTILE,
+    Thresholds,
+    read_thresholds,
+)
+from flowkit.models.engine.training import TrainOptions, train
 
-from .tiny_model import TINY, TinyAutoencoder
+from ..tiny_model import TINY, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

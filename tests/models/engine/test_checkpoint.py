@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from flowkit.models import checkpoint as checkpoint_module
-from flowkit.models.checkpoint import (
+from flowkit.models.engine import checkpoint as checkpoint_module
+from flowkit.models.engine.checkpoint import (
     CHECKPOINT_FORMAT_VERSION,
     NO_PARTIAL_EPOCH,
     capture_rng_states,
@@ -20,10 +20,10 @@ from flowkit.models.checkpoint import (
     restore_rng_states,
     save_checkpoint,
 )
+from flowkit.models.engine.files import atomic_write
 from flowkit.models.errors import CheckpointError
-from flowkit.models.run import atomic_write
 
-from .tiny_model import TINY, TinyAutoencoder
+from ..tiny_model import TINY, TinyAutoencoder
 
 RUN_CONFIG = {"note": "any JSON-able data"}
 

@@ -13,16 +13,17 @@ import pytest
 import torch
 
 from flowkit import __version__
-from flowkit.models import cli
-from flowkit.models.cli import EXIT_ERROR, EXIT_UNEXPECTED, build_parser, main, resolve_config
+from flowkit.models.cli import EXIT_ERROR, EXIT_UNEXPECTED, build_parser, main
+from flowkit.models.cli import train as train_command
+from flowkit.models.cli.settings import resolve_config
 from flowkit.models.data import FolderDataset, write_synthetic
-from flowkit.models.evaluate import METRIC_LABELS
+from flowkit.models.engine.evaluate import METRIC_LABELS
 
-from .tiny_model import TINY, TINY_MODULE
+from ..tiny_model import TINY, TINY_MODULE
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 SMALL = ["--model", TINY, "--image-size", "32", "--epochs", "1"]
 RUN_FILES = ["checkpoints/final.pt", "checkpoints/last.pt", "config.json", "curves/pro.png",
              "curves/roc.png", "history.json", "metrics.json", "threshold.json", "train.log"]
@@ -205,7 +206,7 @@ def test_a_bug_exits_with_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(cli, "train", broken)
+    monkeypatch.setattr(train_command, "train", broken)
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == EXIT_UNEXPECTED
     assert "unexpected RuntimeError: boom (a bug" in _error_line(capsys)
 

@@ -13,21 +13,24 @@ import pytest
 import torch
 
 from flowkit.models.base import register_model
-from flowkit.models.checkpoint import load_checkpoint
-from flowkit.models.cli import EXIT_ERROR, build_parser, main, resolve_config
+from flowkit.models.cli import EXIT_ERROR, build_parser, main
+from flowkit.models.cli.settings import resolve_config
 from flowkit.models.data import Split
-from flowkit.models.distributed import Distributed, per_process_batch
+from flowkit.models.engine.checkpoint import load_checkpoint
+from flowkit.models.engine.config import RunConfig
+from flowkit.models.engine.distributed import Distributed, per_process_batch
+from flowkit.models.engine.evaluate import METRIC_LABELS, compute_metrics, predict_dataset
+from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.sampling import TrainingImages, epoch_loader
+from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import ConfigError
-from flowkit.models.evaluate import METRIC_LABELS, compute_metrics, predict_dataset
-from flowkit.models.run import RunConfig, RunFolder, RunMode
-from flowkit.models.train import TrainOptions, _epoch_loader, _TrainingImages, train
 
-from .tiny_model import TinyAutoencoder
+from ..tiny_model import TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 EXACT = "tiny-exact"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 PROCESSES = 2
 FLAGS = ["--model", EXACT, "--data", "synthetic", "--category", "brick", "--image-size", "32",
          "--epochs", "2", "--batch-size", "4", "--quiet"]
@@ -44,9 +47,9 @@ class ExactTiny(TinyAutoencoder):
 
 def _batches(config: RunConfig, rank: int, world_size: int, skip: int = 0) -> list[set[int]]:
     """The image indices of each batch a process takes in epoch 1."""
-    images = _TrainingImages(config.data.dataset(Split.TRAIN.value), config.seed, augment=False)
-    options = TrainOptions(torch.device("cpu"), distributed=Distributed(rank, world_size))
-    loader = _epoch_loader(images, config, 1, skip, options)
+    images = TrainingImages(config.data.dataset(Split.TRAIN.value), config.seed, augment=False)
+    loader = epoch_loader(images, config.batch_size, config.seed, 1, skip,
+                          Distributed(rank, world_size), workers=0)
     return [set(indices) for indices in loader.batch_sampler]
 
 

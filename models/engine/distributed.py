@@ -35,7 +35,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = [
     "BATCH_COUPLED_MODELS",

@@ -30,9 +30,9 @@ from torch import nn
 
 from flowkit import __version__
 
-from .base import MODELS, AnomalyModel, build_model
-from .errors import CheckpointError
-from .run import atomic_write
+from ..base import MODELS, AnomalyModel, build_model
+from ..errors import CheckpointError
+from .files import atomic_write
 
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",

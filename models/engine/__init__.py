@@ -1,0 +1,16 @@
+"""The application around the models, as anomalib's ``engine``: what a run does with a model.
+
+- :mod:`.config`: a run's settings (:class:`~.config.RunConfig`), plain data;
+- :mod:`.files`, :mod:`.run_folder`, :mod:`.checkpoint`: atomic files, the run folder,
+  checkpoints as data;
+- :mod:`.sampling`, :mod:`.signals`, :mod:`.distributed`, :mod:`.training`: the training loop,
+  seeded, resumable, stoppable, on one process or several;
+- :mod:`.thresholds`, :mod:`.evaluate`, :mod:`.visualize`, :mod:`.predict`: what a trained
+  model yields;
+- :mod:`.memory`: running out of memory, with advice.
+
+The command line (:mod:`flowkit.models.cli`) turns flags into these calls; nothing here parses
+flags.
+"""
+
+__all__: list[str] = []

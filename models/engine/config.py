@@ -1,0 +1,120 @@
+"""What determines a run's result: the model, the data and the optimization settings.
+
+A :class:`RunConfig` is plain data: ``config.json`` stores it, every checkpoint carries it, and
+the command line builds it (:mod:`flowkit.models.cli.settings`); nothing here trains or reads
+checkpoints, so the config depends on no other part of the engine.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch.utils.data import Dataset
+
+from ..data import Choice, FolderDataset, Item, PairTransform, SyntheticDataset, is_texture
+from ..errors import RunFolderError
+
+__all__ = ["SYNTHETIC_DATA_SEED", "DataSettings", "DataSource", "RunConfig"]
+
+SYNTHETIC_DATA_SEED = 0
+"""The synthetic dataset is the same for every run, whatever the training seed."""
+
+
+class DataSource(Choice):
+    """Where the images come from: rendered in memory, or a folder layout on disk."""
+
+    SYNTHETIC = "synthetic"
+    MVTEC = "mvtec"
+    BTAD = "btad"
+    FOLDER = "folder"
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Which images a run trains and tests on.
+
+    Attributes:
+        source: a :class:`DataSource` value.
+        root: the dataset folder (``None`` for synthetic data).
+        category: the category; for ``folder`` data ``None`` means ``root`` is the category.
+        image_size: images are resized to ``image_size x image_size``.
+    """
+
+    source: str
+    root: str | None
+    category: str | None
+    image_size: int
+
+    @property
+    def name(self) -> str:
+        """The category, or the folder's name when the root is the category."""
+        return self.category if self.category is not None else Path(self.root or "").name
+
+    @property
+    def augment(self) -> bool:
+        """Whether training images are flipped and rotated (texture categories only)."""
+        return is_texture(self.name)
+
+    def dataset(self, split: str, transform: PairTransform | None = None) -> Dataset[Item]:
+        """The ``train`` or ``test`` images.
+
+        Raises:
+            DatasetError: a missing or empty folder, a wrong layout.
+        """
+        source = DataSource(self.source)
+        if source is DataSource.SYNTHETIC:
+            return SyntheticDataset(self.name, split, image_size=self.image_size,
+                                    seed=SYNTHETIC_DATA_SEED, transform=transform)
+        return FolderDataset(self.root or "", self.category, split, layout=source.value,
+                             image_size=self.image_size, transform=transform)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result (not where or how fast it runs).
+
+    Attributes:
+        model: the registry name of the model.
+        model_config: the model's constructor arguments, complete.
+        data: the images.
+        epochs: training epochs.
+        batch_size: training batch size (also used for evaluation).
+        seed: seeds torch, numpy, ``random`` and the data order.
+        optimizer: Adam's arguments plus ``clip_grad_norm`` (``None``: no clipping).
+    """
+
+    model: str
+    model_config: dict[str, Any]
+    data: DataSettings
+    epochs: int
+    batch_size: int
+    seed: int
+    optimizer: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        # Stored as JSON stores them (tuples as lists), so a config read back compares equal.
+        for name in ("model_config", "optimizer"):
+            object.__setattr__(self, name, json.loads(json.dumps(getattr(self, name))))
+
+    def to_json(self) -> dict[str, Any]:
+        """The config as JSON-able data (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> RunConfig:
+        """The inverse of :meth:`to_json`.
+
+        Raises:
+            RunFolderError: missing or unknown fields.
+        """
+        try:
+            return cls(**{**data, "data": DataSettings(**data["data"])})
+        except (TypeError, KeyError) as error:
+            raise RunFolderError(
+                f"the run config does not match this flowkit version ({error}); "
+                "start a new run with this version"
+            ) from error

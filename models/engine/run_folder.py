@@ -1,0 +1,187 @@
+"""A run folder on disk: its layout, and what may be done with it (create, resume, replace).
+
+A run folder holds everything a run produces::
+
+    runs/<name>/
+        config.json          the full RunConfig (model config, data settings, optimization)
+        history.json         per-epoch mean loss, steps and seconds
+        train.log            one line per epoch and per stage
+        metrics.json         test metrics of the final model, with timing
+        threshold.json       anomaly thresholds from the normal training images (predict)
+        checkpoints/last.pt  written after every epoch, and on SIGINT/SIGTERM (resume point)
+        checkpoints/final.pt the reported model: after the last epoch and ``fit_normal``
+        heatmaps/*.png       image | ground truth | anomaly map, for a few test images
+        curves/roc.png, curves/pro.png
+
+Every file is written atomically (see :mod:`.files`), so an interrupted run never leaves a
+half-written file behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import Choice
+from ..errors import RunFolderError
+from .config import RunConfig
+from .files import TEMPORARY_GLOB, read_json
+
+__all__ = ["RunFolder", "RunMode"]
+
+
+class RunMode(Choice):
+    """What to do with the run folder: create it, continue it, or replace it."""
+
+    NEW = "new"
+    RESUME = "resume"
+    OVERWRITE = "overwrite"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The paths of a run folder (see the module docstring for the layout).
+
+    Attributes:
+        root: the run folder.
+    """
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        """``config.json``: the :class:`RunConfig`."""
+        return self.root / "config.json"
+
+    @property
+    def history(self) -> Path:
+        """``history.json``: one record per finished epoch."""
+        return self.root / "history.json"
+
+    @property
+    def log(self) -> Path:
+        """``train.log``: a human-readable line per epoch and stage."""
+        return self.root / "train.log"
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.json``: the test metrics of the final model."""
+        return self.root / "metrics.json"
+
+    @property
+    def threshold(self) -> Path:
+        """``threshold.json``: the anomaly thresholds ``flowkit predict`` applies."""
+        return self.root / "threshold.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        """The checkpoint folder."""
+        return self.root / "checkpoints"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        """Written after every epoch: where ``--resume`` continues from."""
+        return self.checkpoints / "last.pt"
+
+    @property
+    def final_checkpoint(self) -> Path:
+        """The reported model, after the last epoch and ``fit_normal``."""
+        return self.checkpoints / "final.pt"
+
+    @property
+    def heatmaps(self) -> Path:
+        """Heat-map overlays of test images."""
+        return self.root / "heatmaps"
+
+    @property
+    def curves(self) -> Path:
+        """ROC and PRO curve plots."""
+        return self.root / "curves"
+
+    @classmethod
+    def check(cls, root: str | Path, mode: RunMode | str) -> RunFolder:
+        """Check, without touching anything, that ``root`` may be used in ``mode``.
+
+        Args:
+            root: the run folder.
+            mode: ``new`` (the folder must not exist), ``resume`` (it must hold a run) or
+                ``overwrite`` (it must be a run folder, an empty folder, or absent).
+
+        Raises:
+            RunFolderError: the folder exists in ``new`` mode, holds no run in ``resume``
+                mode, or is a non-empty folder that is not a run in ``overwrite`` mode.
+        """
+        run, mode = cls(Path(root)), RunMode(mode)
+        exists = run.root.exists()
+        if mode is RunMode.NEW and exists:
+            raise RunFolderError(
+                f"the run folder {run.root} exists; pass --resume to continue it, --overwrite "
+                "to replace it, or choose another --out"
+            )
+        if mode is RunMode.RESUME and not run.config.is_file():
+            raise RunFolderError(
+                f"nothing to resume: {run.config} does not exist; drop --resume to start the run"
+            )
+        if mode is RunMode.OVERWRITE and exists and (
+            not run.root.is_dir() or (any(run.root.iterdir()) and not run.config.is_file())
+        ):
+            raise RunFolderError(
+                f"refusing to overwrite {run.root}: it is not a flowkit run folder (no "
+                "config.json); choose another --out"
+            )
+        return run
+
+    @classmethod
+    def prepare(cls, root: str | Path, mode: RunMode | str) -> RunFolder:
+        """:meth:`check` ``root``, then create its folders.
+
+        ``overwrite`` deletes an existing run first; ``resume`` removes the temporary files
+        of atomic writes a killed run left behind. Nothing is written or deleted when the
+        check fails.
+
+        Raises:
+            RunFolderError: as :meth:`check`.
+        """
+        run, mode = cls.check(root, mode), RunMode(mode)
+        if mode is RunMode.RESUME:
+            for stale in (*run.root.glob(TEMPORARY_GLOB), *run.checkpoints.glob(TEMPORARY_GLOB)):
+                stale.unlink()
+        if mode is RunMode.OVERWRITE and run.root.exists():
+            shutil.rmtree(run.root)
+        for folder in (run.root, run.checkpoints, run.heatmaps, run.curves):
+            folder.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, root: str | Path) -> RunFolder:
+        """An existing run folder, for evaluation and prediction (nothing is created).
+
+        Raises:
+            RunFolderError: ``root`` is not a run folder.
+        """
+        run = cls(Path(root))
+        if not run.config.is_file():
+            raise RunFolderError(
+                f"{run.root} is not a flowkit run folder (no config.json); pass the --out "
+                "folder of a `flowkit train` run"
+            )
+        return run
+
+    def discard_if_untrained(self) -> None:
+        """Delete a run folder this command created if it holds no checkpoint yet.
+
+        After a new run fails before its first checkpoint, nothing of it is left, and the same
+        command can simply be run again.
+        """
+        if not any(self.checkpoints.glob("*.pt")):
+            shutil.rmtree(self.root, ignore_errors=True)
+
+    def read_config(self) -> RunConfig:
+        """The run's :class:`RunConfig`."""
+        return RunConfig.from_json(read_json(self.config))
+
+    def append_log(self, line: str) -> None:
+        """Add a line to ``train.log``."""
+        with self.log.open("a") as handle:
+            handle.write(line.rstrip("\n") + "\n")
