@@ -4,19 +4,23 @@ Every layer is a :class:`Flow` with ``forward(x) -> (y, logdet)`` and an exact
 ``inverse(y) -> x``; states are tensors or tuples of tensors (multi-scale, finest first).
 """
 
-from . import layers, testing
+import importlib
+from typing import Any
+
 from ._version import __version__
-from .compose import Identity, Inverse, Parallel, Sequential, Split
-from .core import Context, Flow, InjectiveFlow, Rebuilt, State, is_recomputing
-from .debug import debug_mode
-from .distribution import NormalizingFlow, StandardNormal
-from .errors import (
-    FlowInputError,
-    InverseNotAvailable,
-    NonFiniteError,
-    ReconstructionError,
-    ReconstructionWarning,
-)
+
+# The public names by the module that defines them, imported on first use (PEP 562): the
+# `flowkit` command's help starts without PyTorch. A new public name goes here and in __all__.
+_EXPORTS = {
+    "compose": ("Identity", "Inverse", "Parallel", "Sequential", "Split"),
+    "core": ("Context", "Flow", "InjectiveFlow", "Rebuilt", "State", "is_recomputing"),
+    "debug": ("debug_mode",),
+    "distribution": ("NormalizingFlow", "StandardNormal"),
+    "errors": ("FlowInputError", "InverseNotAvailable", "NonFiniteError",
+               "ReconstructionError", "ReconstructionWarning"),
+}
+_SUBPACKAGES = ("layers", "testing")
+_SOURCE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
     "Context",
@@ -42,3 +46,16 @@ __all__ = [
     "layers",
     "testing",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name or sub-package on first use."""
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
+    if name in _SOURCE:
+        return getattr(importlib.import_module(f".{_SOURCE[name]}", __name__), name)
+    raise AttributeError(f"module 'flowkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
