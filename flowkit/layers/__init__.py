@@ -8,6 +8,7 @@ from .mlp import MLPSubnet
 from .permute import Permute, Reverse
 from .pyramid import LaplacianPyramid
 from .pyramid_coupling import PyramidCoupling, PyramidCouplingKind
+from .revnet import RevNetBlock
 from .spline import RQSpline, RQSplineCoupling
 from .squeeze import HaarDownsample, Squeeze
 from .subnet import ConvSubnet
@@ -31,6 +32,7 @@ __all__ = [
     "PyramidCouplingKind",
     "RQSpline",
     "RQSplineCoupling",
+    "RevNetBlock",
     "Reverse",
     "Squeeze",
     "SubnetConstructor",

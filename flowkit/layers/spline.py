@@ -290,6 +290,8 @@ class RQSplineCoupling(_Coupling):
         min_bin_width: the smallest bin width, as a fraction of the interval.
         min_bin_height: the smallest bin height, as a fraction of the interval.
         min_derivative: the smallest knot derivative.
+        context_channels: channels of the conditioning input (0: unconditional); the subnet
+            then sees ``concat(x1, context)``, as in :class:`~flowkit.layers.AffineCoupling`.
 
     Example:
         >>> import torch
@@ -312,10 +314,11 @@ class RQSplineCoupling(_Coupling):
         min_bin_width: float = 1e-3,
         min_bin_height: float = 1e-3,
         min_derivative: float = 1e-3,
+        context_channels: int = 0,
     ) -> None:
         config = SplineConfig(bins, bound, min_bin_width, min_bin_height, min_derivative)
         self.params_per_channel = config.params
-        super().__init__(channels, subnet)
+        super().__init__(channels, subnet, context_channels)
         self.config = config
 
     def _spline_params(self, h: Tensor) -> Tensor:

@@ -22,6 +22,11 @@ def small_mlp(c_in: int, c_out: int) -> nn.Module:
     return layers.MLPSubnet(c_in, c_out, hidden=6, depth=2)
 
 
+def revnet_block(c: int, f=small_subnet, g=small_subnet) -> layers.RevNetBlock:
+    """F maps the last floor(c/2) channels to the first ceil(c/2); G the other way."""
+    return layers.RevNetBlock(c, f(c // 2, c - c // 2), g(c - c // 2, c // 2))
+
+
 # A spline's inverse errs by ~eps * |y| / min(dy/dx). The perturbed conv subnets output raw
 # parameters up to ~5, where nflows' minimums (1e-3) allow slopes near 1e-6: larger minimums
 # bound the slopes so that float32 meets the catalogue's 1e-5 (float64 runs with the defaults
@@ -47,6 +52,19 @@ EXTRA = [
             layers.RQSplineCoupling(c, small_subnet, bins=4, **CONDITIONED),
             layers.Reverse(c),
             layers.RQSplineCoupling(c, small_mlp, bins=8, **CONDITIONED),
+            memory_saving=True,
+        ),
+        min_channels=2,
+    ),
+    Entry(
+        "RevNetBlock",
+        lambda c: revnet_block(c, g=small_mlp),
+        min_channels=2,
+    ),
+    Entry(
+        "RevNetBlock-stack-memory-saving",
+        lambda c: flowkit.Sequential(
+            *(revnet_block(c) for _ in range(3)),
             memory_saving=True,
         ),
         min_channels=2,
