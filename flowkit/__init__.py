@@ -12,6 +12,7 @@ from ._version import __version__
 # The public names by the module that defines them, imported on first use (PEP 562): the
 # `flowkit` command's help starts without PyTorch. A new public name goes here and in __all__.
 _EXPORTS = {
+    "bases": ("ConditionalDiagonalGaussian", "DiagonalGaussian"),
     "compose": ("Identity", "Inverse", "Parallel", "Sequential", "Split"),
     "core": ("Context", "Flow", "InjectiveFlow", "Rebuilt", "State", "is_recomputing"),
     "debug": ("debug_mode",),
@@ -23,7 +24,9 @@ _SUBPACKAGES = ("layers", "testing")
 _SOURCE = {name: module for module, names in _EXPORTS.items() for name in names}
 
 __all__ = [
+    "ConditionalDiagonalGaussian",
     "Context",
+    "DiagonalGaussian",
     "Flow",
     "FlowInputError",
     "Identity",
