@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 import flowkit
+from flowkit.kernels.soft_clamp import SOFT_CLAMP_SCALE
 from flowkit.layers import LaplacianPyramid, PyramidCoupling, VolumeNormMode
 from flowkit.pyramid import compose
 
@@ -79,6 +80,10 @@ class PyramidFlow(AnomalyModel):
             resize them, so a checkpoint evaluates at any valid size).
         memory_saving: train with the reversible engine (activations rebuilt in backward).
         clamp: soft-clamp bound of the log-scales.
+        clamp_scale: the soft clamp's ``2/pi``; a parity option (the official code uses a
+            rounded constant, see the README's deviations).
+        norm_updates: volume-normalization running-mean updates per training step: 1 (right),
+            3 reproduces the official memory-saving code (a parity option).
     """
 
     def __init__(
@@ -93,12 +98,14 @@ class PyramidFlow(AnomalyModel):
         image_size: int | tuple[int, int] = 256,
         memory_saving: bool = True,
         clamp: float = 2.0,
+        clamp_scale: float = SOFT_CLAMP_SCALE,
+        norm_updates: int = 1,
     ) -> None:
         super().__init__(
             channels=channels, levels=levels, num_stack=num_stack, kernel_size=kernel_size,
             volume_norm=VolumeNormMode(volume_norm).value, encoder=Encoder(encoder).value,
             encoder_weights=encoder_weights, image_size=image_size, memory_saving=memory_saving,
-            clamp=clamp,
+            clamp=clamp, clamp_scale=clamp_scale, norm_updates=norm_updates,
         )
         self.encoder, width, self.encoder_stride = build_encoder(encoder, channels, encoder_weights)
         self.levels = levels
@@ -108,7 +115,7 @@ class PyramidFlow(AnomalyModel):
         blocks = [
             PyramidCoupling(
                 kind, level, levels, width, kernel_size=kernel_size, clamp=clamp,
-                volume_norm=volume_norm,
+                volume_norm=volume_norm, clamp_scale=clamp_scale, norm_updates=norm_updates,
                 target_size=sizes[level if kind == "up" else level + 1],
             )
             for _ in range(num_stack)
@@ -124,6 +131,7 @@ class PyramidFlow(AnomalyModel):
     default_image_size = 256  # the paper's, encoder "none"
     default_epochs = 15
     default_batch_size = 2
+    min_batch_size = 2  # the Fourier loss compares the images of a batch in pairs
 
     @classmethod
     def defaults_for(cls, category: str) -> dict[str, Any]:

@@ -1,0 +1,545 @@
+"""Our PyramidFlow against the official code over a training run: same weights, same batches.
+
+The official code (gasharper/PyramidFlow's ``model.py`` and ``util.py``, gasharper/autoFlow's
+``autoFlow.py``) is imported from the folders the user gives; nothing of it is copied here or
+into flowkit. Both models are built at the official ``train.py`` settings with ``--encoder
+none``: 256 px, ``C = 16``, ``L = 4``, 4 stacks, 7x7 subnets, CVN, batch 2, memory saving on
+both sides (``train.py``'s ``--saveMemory`` default), Adam(lr 2e-4, betas (0.5, 0.9), eps 1e-4,
+weight decay 1e-5), gradient-norm clip 1, seed 0. Our weights are copied into the official
+model, then both train on the same synthetic batches in the same order; the harness prints
+the loss of both at every step, the final weight difference, and the pixel AUROC, image AUROC
+and AUPRO@0.3 of both on the same test set (template: the mean latent of the training images in
+eval mode; map: ``compose(|z - template|)``, channel mean; each side through its own code).
+
+Modes (``--mode``): ``parity`` builds ours with the parity options (``clamp_scale`` = the
+official soft-clamp constant, read from the official source at run time; ``norm_updates=3``, the
+official memory-saving engine's three running-mean updates per step), so that the two differ by
+float32 rounding only; ``defaults`` keeps our defaults, so the difference is the measured effect
+of the deviations (models/pyramidflow/README.md); ``both`` runs one, then the other.
+
+Weight mapping (ours -> official; block ``i`` of ``model.flow.blocks`` is the official
+``flow.nf.moduleslst[i]``: both build every stack in the same red-black block order)::
+
+    encoder.weight [C, 3]                -> inconv.weight [C, 3, 1, 1]
+    flow.blocks.i.subnet.conv1.weight    -> nf.moduleslst.i.affineParams.conv.0.weight
+    flow.blocks.i.subnet.conv2.weight    -> nf.moduleslst.i.affineParams.conv.2.weight
+    flow.blocks.i.mix.lower              -> nf.moduleslst.i.conv1x1.w_l
+    flow.blocks.i.mix.upper              -> nf.moduleslst.i.conv1x1.w_u
+    flow.blocks.i.mix.log_s              -> nf.moduleslst.i.conv1x1.w_s
+    flow.blocks.i.mix.permutation        -> nf.moduleslst.i.conv1x1.w_p
+    flow.blocks.i.mix.sign               -> nf.moduleslst.i.conv1x1.s_sign
+    flow.blocks.i.norm.running_mean      -> nf.moduleslst.i.affineParams.norm.running_mean
+
+The LU masks (``lower_mask`` = ``l_mask`` = ``u_mask.T``) and the identity are fixed and equal.
+Running means: the official buffer starts as ``zeros(1, 1, 1, 1)`` and takes the shape of the
+batch mean; a CVN 'down' block's is at the condition's (full) resolution, ours is its
+every-second-pixel subsample (the same numbers: the map is normalized per pixel). An all-zero
+running mean maps to the official initial ``zeros(1, 1, 1, 1)``; a trained CVN 'down' one cannot
+be mapped to the official (its other pixels are not stored), which only matters for mapping a
+trained model, never for the harness (it maps at initialization). Our optimizer takes the
+parameters in the official registration order, so that the clip's total norm sums in the same
+order.
+
+The official modules import torchvision (ResNet encoders, MVTec transforms) and albumentations
+(augmentation) at module level; neither is used at these settings. Where one is not installed,
+the harness puts a placeholder module in ``sys.modules`` for the duration of the import only
+(using it raises); everything else the official code runs is its own.
+
+Run::
+
+    python -m benchmarks.parity_official --official PATH/PyramidFlow --autoflow PATH/autoFlow \\
+        [--steps 100] [--mode both] [--category nut] [--out parity.json]
+
+References:
+    Lei et al., "PyramidFlow: High-Resolution Defect Contrastive Localization using Pyramid
+    Normalizing Flow", CVPR 2023, arXiv:2303.02595.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import inspect
+import re
+import statistics
+import sys
+import time
+import types
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from flowkit.models.data.synthetic import SyntheticDataset
+from flowkit.models.metrics import aupro, image_auroc, pixel_auroc
+from flowkit.models.pyramidflow import PyramidFlow
+
+from .common import print_table, stamp, write_json
+
+__all__ = [
+    "OFFICIAL_SETTINGS",
+    "OfficialSide",
+    "OursSide",
+    "ParityReport",
+    "from_official_state",
+    "load_official",
+    "main",
+    "official_clamp_scale",
+    "official_state",
+    "run_parity",
+    "synthetic_data",
+]
+
+OFFICIAL_SETTINGS: dict[str, Any] = {
+    "channels": 16, "levels": 4, "num_stack": 4, "kernel_size": 7, "volume_norm": "channel",
+    "image_size": 256, "batch_size": 2,
+}
+"""``train.py`` with ``--encoder none`` and its defaults (CVN: every class but four)."""
+
+OFFICIAL_ADAM: dict[str, Any] = {"lr": 2e-4, "betas": (0.5, 0.9), "eps": 1e-4,
+                                 "weight_decay": 1e-5}
+"""``train.py``'s optimizer."""
+OFFICIAL_CLIP = 1.0
+"""``train.py``'s gradient-norm clip."""
+PARITY_NORM_UPDATES = 3
+"""Running-mean updates per step of the official memory-saving path: the forward, then the
+inverse and the re-forward of autoFlow's backward."""
+
+_ENCODER = ("encoder.weight", "inconv.weight")
+_BLOCK_MAP = (  # (ours under flow.blocks.i, official under nf.moduleslst.i); parameters first,
+    ("subnet.conv1.weight", "affineParams.conv.0.weight"),  # in the official's registration
+    ("subnet.conv2.weight", "affineParams.conv.2.weight"),  # order
+    ("mix.lower", "conv1x1.w_l"),
+    ("mix.log_s", "conv1x1.w_s"),
+    ("mix.upper", "conv1x1.w_u"),
+    ("mix.permutation", "conv1x1.w_p"),
+    ("mix.sign", "conv1x1.s_sign"),
+    ("norm.running_mean", "affineParams.norm.running_mean"),
+)
+_PARAMETERS_PER_BLOCK = 5
+_PLACEHOLDERS = ("torchvision", "albumentations", "PIL")
+_CLAMP_PATTERN = re.compile(r"self\.clamp\s*\*\s*([0-9.eE+-]+)\s*\*\s*torch\.atan")
+
+
+# ----------------------------------------------------------------------------- weight mapping
+
+
+def name_pairs(model: PyramidFlow) -> list[tuple[str, str]]:
+    """``(our name, official name)`` of every mapped tensor, in the official parameter order."""
+    pairs = [_ENCODER]
+    for i in range(len(model.flow.blocks)):
+        pairs += [(f"flow.blocks.{i}.{a}", f"nf.moduleslst.{i}.{b}") for a, b in _BLOCK_MAP]
+    return pairs
+
+
+def official_state(model: PyramidFlow) -> dict[str, Tensor]:
+    """Our model's mapped tensors under the official names and shapes (copies).
+
+    Raises:
+        ValueError: a trained CVN 'down' running mean (the official one is full resolution).
+    """
+    ours = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    subsampled = {f"flow.blocks.{i}.norm.running_mean" for i, block in
+                  enumerate(model.flow.blocks) if block.subnet.conv2.stride != (1, 1)}
+    state = {}
+    for mine, theirs in name_pairs(model):
+        value = ours[mine].detach().clone()
+        if mine == _ENCODER[0]:
+            value = value[..., None, None]
+        elif mine.endswith("running_mean") and not bool(value.any()):
+            value = value.new_zeros(1, 1, 1, 1)  # the official initial buffer
+        elif mine in subsampled:
+            raise ValueError(
+                f"{mine} is trained: the official CVN 'down' running mean is at full "
+                "resolution, of which ours keeps every second pixel; map an untrained model"
+            )
+        state[theirs] = value
+    return state
+
+
+def from_official_state(model: PyramidFlow, state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Official-named tensors brought to our names and shapes (a CVN 'down' running mean
+    subsampled to every second pixel, as our block computes it)."""
+    ours = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+    out = {}
+    for mine, theirs in name_pairs(model):
+        value = state[theirs].detach()
+        shape = ours[mine].shape
+        if mine == _ENCODER[0]:
+            value = value[..., 0, 0]
+        elif value.shape != shape and value.dim() == 4 and value.shape[-2:] != (1, 1):
+            value = F.interpolate(value, size=shape[-2:], mode="nearest")
+        out[mine] = value.expand(shape).clone()
+    return out
+
+
+def load_mapped(module: nn.Module, state: dict[str, Tensor]) -> None:
+    """Copy ``state`` into ``module``: parameters in place, buffers replaced (the official
+    running mean changes shape, so it is assigned)."""
+    with torch.no_grad():
+        for name, value in state.items():
+            path, _, attr = name.rpartition(".")
+            owner = module.get_submodule(path)
+            if attr in owner._parameters:
+                owner._parameters[attr].copy_(value)
+            else:
+                setattr(owner, attr, value.clone())
+
+
+# ------------------------------------------------------------------------ the official code
+
+
+class _Placeholder(types.ModuleType):
+    """A module that is not installed: importable, unusable (every use raises)."""
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+
+        def unavailable(*args: Any, **kwargs: Any) -> None:
+            raise ImportError(
+                f"{self.__name__}.{attr} is not installed: the parity harness replaced "
+                f"{self.__name__} by a placeholder (encoder 'none' on synthetic data needs none)"
+            )
+
+        return unavailable
+
+
+def _exec_file(name: str, path: Path) -> types.ModuleType:
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@contextlib.contextmanager
+def _restored_modules(names: Sequence[str]) -> Iterator[None]:
+    saved = {name: sys.modules.get(name) for name in names}
+    try:
+        yield
+    finally:
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+def load_official(official: str | Path, autoflow: str | Path) -> types.SimpleNamespace:
+    """Import the official ``model.py``, ``util.py`` and ``autoFlow.py`` from their folders.
+
+    They import each other as top-level ``util`` and ``autoFlow``; those names (and any
+    placeholder) are in ``sys.modules`` only during the import.
+
+    Returns:
+        A namespace with ``model`` (``PyramidFlow``, ``AffineParamBlock``, ...) and ``util``
+        (``BatchDiffLoss``, ...).
+
+    Raises:
+        FileNotFoundError: a folder without the expected file, naming what to clone.
+    """
+    official, autoflow = Path(official), Path(autoflow)
+    for folder, file, repo in ((official, "model.py", "gasharper/PyramidFlow"),
+                               (official, "util.py", "gasharper/PyramidFlow"),
+                               (autoflow, "autoFlow.py", "gasharper/autoFlow")):
+        if not (folder / file).is_file():
+            raise FileNotFoundError(
+                f"{folder / file} not found: pass a checkout of https://github.com/{repo}"
+            )
+    names = ("autoFlow", "util", "pyramidflow_official_model") + tuple(
+        name for base in _PLACEHOLDERS for name in (base, f"{base}.models", f"{base}.transforms")
+    )
+    with _restored_modules(names), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.cuda.amp.custom_fwd
+        for base in _PLACEHOLDERS:
+            if importlib.util.find_spec(base) is None:
+                sys.modules[base] = _Placeholder(base)
+        _exec_file("autoFlow", autoflow / "autoFlow.py")
+        util = _exec_file("util", official / "util.py")
+        model = _exec_file("pyramidflow_official_model", official / "model.py")
+    return types.SimpleNamespace(model=model, util=util)
+
+
+def official_clamp_scale(official_model: types.ModuleType) -> float:
+    """The soft-clamp constant the official ``AffineParamBlock.forward`` multiplies by.
+
+    Raises:
+        ValueError: the source does not have the expected expression.
+    """
+    source = inspect.getsource(official_model.AffineParamBlock.forward)
+    found = _CLAMP_PATTERN.search(source)
+    if found is None:
+        raise ValueError(
+            "the official AffineParamBlock.forward has no 'self.clamp * K * torch.atan': "
+            "another version of the code; pass the constant with --clamp-scale"
+        )
+    return float(found.group(1))
+
+
+# ---------------------------------------------------------------------------------- two sides
+
+
+class OursSide:
+    """Our model, trained by the harness's loop with our optimizer settings."""
+
+    def __init__(self, model: PyramidFlow, name: str = "ours") -> None:
+        self.name, self.model = name, model
+        named = dict(model.named_parameters())
+        self.params = [named[mine] for mine, _ in name_pairs(model) if mine in named]
+        settings = dict(model.optimizer_settings())
+        self.clip = settings.pop("clip_grad_norm")
+        self.optimizer = torch.optim.Adam(self.params, **settings)
+
+    def loss(self, images: Tensor) -> Tensor:
+        return self.model.loss(images)
+
+    def train(self, mode: bool) -> None:
+        self.model.train(mode)
+
+    def anomaly_maps(self, normal: Tensor, test: Tensor) -> Tensor:
+        """Template from ``normal`` (one image at a time), maps of ``test`` (4 at a time)."""
+        self.model.fit_normal(normal.split(1))
+        return torch.cat([self.model.anomaly_map(batch) for batch in test.split(4)])
+
+    def state_as_ours(self) -> dict[str, Tensor]:
+        ours = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        return {mine: ours[mine].detach() for mine, _ in name_pairs(self.model)}
+
+
+class OfficialSide:
+    """The official model, trained and evaluated the way its ``train.py`` does."""
+
+    def __init__(self, code: types.SimpleNamespace, ours: PyramidFlow, batch_size: int,
+                 name: str = "official") -> None:
+        config = ours.config
+        self.name, self.ours = name, ours
+        vn_dims = (0, 1) if config["volume_norm"] == "channel" else (0, 2, 3)
+        self.flow = code.model.PyramidFlow(
+            0, config["channels"], config["levels"], config["num_stack"], config["kernel_size"],
+            vn_dims, savemem=True,
+        )
+        theirs = [name for name, p in self.flow.named_parameters() if p.requires_grad]
+        wanted = [official for mine, official in name_pairs(ours)
+                  if mine in dict(ours.named_parameters())]
+        if theirs[: len(wanted)] != wanted:
+            first = [(a, b) for a, b in zip(theirs, wanted, strict=False) if a != b][:3]
+            raise ValueError(
+                "the official model's parameters are not where the mapping expects them: "
+                f"first differences (official, expected) {first}"
+            )
+        load_mapped(self.flow, official_state(ours))
+        self.batch_loss = code.util.BatchDiffLoss(batch_size, p=2)
+        self.params = list(self.flow.parameters())
+        self.optimizer = torch.optim.Adam(self.params, **OFFICIAL_ADAM)
+        self.clip = OFFICIAL_CLIP
+
+    def _normalize(self, images: Tensor) -> Tensor:
+        return (images - self.ours.mean) / self.ours.std  # what the official dataset does
+
+    def loss(self, images: Tensor) -> Tensor:
+        pyramid = self.flow(self._normalize(images))
+        diffs = self.batch_loss(pyramid)
+        return torch.fft.fft2(self.flow.pyramid.compose_pyramid(diffs).mean(1)).abs().mean()
+
+    def train(self, mode: bool) -> None:
+        self.flow.train(mode)
+
+    @torch.no_grad()
+    def anomaly_maps(self, normal: Tensor, test: Tensor) -> Tensor:
+        self.flow.eval()
+        sums, count = None, 0
+        for image in normal.split(1):
+            latents = self.flow(self._normalize(image))
+            sums = list(latents) if sums is None else [a + b for a, b in zip(sums, latents,
+                                                                               strict=True)]
+            count += 1
+        template = [s / count for s in sums]
+        maps = []
+        for batch in test.split(4):
+            latents = self.flow(self._normalize(batch))
+            diffs = [(z - t).abs() for z, t in zip(latents, template, strict=True)]
+            maps.append(self.flow.pyramid.compose_pyramid(diffs).mean(1, keepdim=True))
+        return torch.cat(maps)
+
+    def state_as_ours(self) -> dict[str, Tensor]:
+        return from_official_state(self.ours, self.flow.state_dict())
+
+
+# ------------------------------------------------------------------------------- the harness
+
+
+@dataclass
+class ParityReport:
+    """Per-step losses of both sides, the final weight difference, the metrics of both."""
+
+    mode: str
+    losses: list[tuple[float, float]] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    weight_max_abs: float = 0.0
+    weight_max_rel: float = 0.0
+    worst_tensor: str = ""
+    metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    def differences(self) -> list[float]:
+        """``|loss_a - loss_b| / |loss_b|`` per step."""
+        return [abs(a - b) / max(abs(b), 1e-30) for a, b in self.losses]
+
+    def summary(self) -> dict[str, float]:
+        diffs = self.differences()
+        absolute = [abs(a - b) for a, b in self.losses]
+        return {
+            "steps": len(diffs), "loss_rel_max": max(diffs), "loss_rel_median":
+            statistics.median(diffs), "loss_abs_max": max(absolute),
+            "loss_abs_median": statistics.median(absolute), "first_step_rel": diffs[0],
+        }
+
+
+def synthetic_data(category: str, size: int, num_train: int, seed: int = 0
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """Training images, test images and test masks of the built-in synthetic data."""
+    train = SyntheticDataset(category, "train", image_size=size, num_train=num_train, seed=seed)
+    test = SyntheticDataset(category, "test", image_size=size, seed=seed)
+    items = [test[i] for i in range(len(test))]
+    return (torch.stack([train[i].image for i in range(len(train))]),
+            torch.stack([item.image for item in items]),
+            torch.stack([item.mask for item in items]))
+
+
+def batch_order(count: int, batch_size: int, steps: int, seed: int) -> list[Tensor]:
+    """Index batches of seeded per-epoch shuffles, dropping the last partial batch."""
+    generator = torch.Generator().manual_seed(seed)
+    batches: list[Tensor] = []
+    while len(batches) < steps:
+        order = torch.randperm(count, generator=generator)
+        batches += list(order[: count - count % batch_size].split(batch_size))
+    return batches[:steps]
+
+
+def _train_step(side: Any, images: Tensor) -> float:
+    side.optimizer.zero_grad()
+    loss = side.loss(images)
+    loss.backward()
+    nn.utils.clip_grad_norm_(side.params, max_norm=side.clip)
+    side.optimizer.step()
+    return float(loss.detach())
+
+
+def _metrics(maps: Tensor, masks: Tensor) -> dict[str, float]:
+    labels = masks.flatten(1).amax(1)
+    return {"pixel_auroc": pixel_auroc(maps, masks),
+            "image_auroc": image_auroc(maps.flatten(1).amax(1), labels),
+            "aupro_0.3": aupro(maps, masks)}
+
+
+def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Tensor,
+               test_masks: Tensor, steps: int, batch_size: int, seed: int = 0,
+               log: Callable[[str], None] | None = None) -> ParityReport:
+    """Train sides ``a`` and ``b`` on the same batches in the same order, then evaluate both.
+
+    Args:
+        a, b: :class:`OursSide` / :class:`OfficialSide` (or any object with their interface).
+        mode: a label for the report.
+        train_images: ``[N, 3, H, W]`` in ``[0, 1]``.
+        test_images, test_masks: ``[M, 3, H, W]`` and ``[M, 1, H, W]``.
+        steps: optimizer steps.
+        batch_size: images per step.
+        seed: of the batch order.
+        log: called with one line per step.
+    """
+    report = ParityReport(mode, seconds={a.name: 0.0, b.name: 0.0})
+    a.train(True)
+    b.train(True)
+    for step, index in enumerate(batch_order(len(train_images), batch_size, steps, seed)):
+        images = train_images[index]
+        losses = []
+        for side in (a, b):
+            start = time.perf_counter()
+            losses.append(_train_step(side, images))
+            report.seconds[side.name] += time.perf_counter() - start
+        report.losses.append((losses[0], losses[1]))
+        if log is not None:
+            log(f"step {step:4d}  {a.name} {losses[0]:.8g}  {b.name} {losses[1]:.8g}  "
+                f"rel diff {report.differences()[-1]:.3e}")
+    state_a, state_b = a.state_as_ours(), b.state_as_ours()
+    for name, value in state_a.items():
+        diff = float((value.double() - state_b[name].double()).abs().max())
+        rel = diff / max(float(state_b[name].double().abs().max()), 1e-30)
+        report.weight_max_abs = max(report.weight_max_abs, diff)
+        if rel >= report.weight_max_rel:
+            report.weight_max_rel, report.worst_tensor = rel, name
+    for side in (a, b):
+        side.train(False)
+        report.metrics[side.name] = _metrics(side.anomaly_maps(train_images, test_images),
+                                             test_masks)
+    return report
+
+
+def build_ours(mode: str, clamp_scale: float, seed: int, **overrides: Any) -> PyramidFlow:
+    """Our model at the official settings (``overrides`` replace them), seeded."""
+    settings = {k: v for k, v in OFFICIAL_SETTINGS.items() if k != "batch_size"}
+    settings.update(overrides)
+    if mode == "parity":
+        settings.update(clamp_scale=clamp_scale, norm_updates=PARITY_NORM_UPDATES)
+    torch.manual_seed(seed)
+    return PyramidFlow(encoder="none", memory_saving=True, **settings)
+
+
+def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
+    """The command line; prints the per-step table and the summaries."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--official", required=True, help="checkout of gasharper/PyramidFlow")
+    parser.add_argument("--autoflow", required=True, help="checkout of gasharper/autoFlow")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--mode", choices=["parity", "defaults", "both"], default="both")
+    parser.add_argument("--category", default="nut", help="synthetic category")
+    parser.add_argument("--num-train", type=int, default=48)
+    parser.add_argument("--image-size", type=int, default=OFFICIAL_SETTINGS["image_size"])
+    parser.add_argument("--volume-norm", choices=["channel", "spatial"],
+                        default=OFFICIAL_SETTINGS["volume_norm"])
+    parser.add_argument("--clamp-scale", type=float, default=None,
+                        help="the official soft-clamp constant (default: read from its source)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--quiet", action="store_true", help="no per-step lines")
+    parser.add_argument("--out", help="write the reports as JSON")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
+    code = load_official(args.official, args.autoflow)
+    clamp_scale = args.clamp_scale or official_clamp_scale(code.model)
+    train_images, test_images, test_masks = synthetic_data(
+        args.category, args.image_size, args.num_train, args.seed)
+    modes = ["parity", "defaults"] if args.mode == "both" else [args.mode]
+    reports = []
+    for mode in modes:
+        ours = build_ours(mode, clamp_scale, args.seed, image_size=args.image_size,
+                          volume_norm=args.volume_norm)
+        official = OfficialSide(code, ours, OFFICIAL_SETTINGS["batch_size"])
+        print(f"== mode {mode}: ours {ours.config}")
+        report = run_parity(OursSide(ours), official, mode, train_images, test_images,
+                            test_masks, args.steps, OFFICIAL_SETTINGS["batch_size"], args.seed,
+                            log=None if args.quiet else print)
+        reports.append(report)
+    rows = [{"mode": r.mode, **{k: f"{v:.3g}" for k, v in r.summary().items()},
+             "weight_rel_max": f"{r.weight_max_rel:.3g}", "worst": r.worst_tensor,
+             **{f"{side}:{k}": f"{v:.4f}" for side, m in r.metrics.items() for k, v in m.items()},
+             **{f"s/step {side}": f"{t / len(r.losses):.2f}" for side, t in r.seconds.items()}}
+            for r in reports]
+    for row in rows:
+        print_table([row], list(row))
+    if args.out:
+        write_json(args.out, [{**stamp(), **asdict(r), "summary": r.summary(),
+                               "clamp_scale_official": clamp_scale} for r in reports])
+    return reports
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""The parity harness: its weight mapping and training loop on our model against itself, and,
+given a checkout of the official code, our model against the official one.
+
+The official test needs third-party code flowkit never vendors: it runs when
+``FLOWKIT_OFFICIAL_PYRAMIDFLOW`` points at a checkout of gasharper/PyramidFlow (and
+``FLOWKIT_OFFICIAL_AUTOFLOW`` at gasharper/autoFlow; default: a sibling folder ``autoFlow``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from benchmarks.parity_official import (
+    OfficialSide,
+    OursSide,
+    build_ours,
+    from_official_state,
+    load_mapped,
+    load_official,
+    official_clamp_scale,
+    official_state,
+    run_parity,
+    synthetic_data,
+)
+from flowkit.models.pyramidflow import PyramidFlow
+from flowkit.testing import perturb_parameters_
+from flowkit.testing import strategies as fst
+
+OFFICIAL = os.environ.get("FLOWKIT_OFFICIAL_PYRAMIDFLOW")
+AUTOFLOW = os.environ.get("FLOWKIT_OFFICIAL_AUTOFLOW") or (
+    str(Path(OFFICIAL).parent / "autoFlow") if OFFICIAL else None
+)
+SMALL = {"channels": 4, "levels": 3, "num_stack": 1, "kernel_size": 3, "image_size": 32}
+
+
+def _small(seed: int, volume_norm: str = "channel", **kwargs) -> PyramidFlow:
+    torch.manual_seed(seed)
+    return PyramidFlow(encoder="none", volume_norm=volume_norm, **{**SMALL, **kwargs})
+
+
+def _twin(model: PyramidFlow, seed: int) -> PyramidFlow:
+    """A second model with other initial weights, then ``model``'s copied through the
+    official naming (ours -> official -> ours)."""
+    twin = _small(seed + 1, model.config["volume_norm"])
+    load_mapped(twin, from_official_state(twin, official_state(model)))
+    return twin
+
+
+@settings(max_examples=6)
+@given(seed=fst.seeds(), volume_norm=st.sampled_from(["channel", "spatial"]))
+def test_weight_mapping_round_trips_every_mapped_tensor(seed, volume_norm) -> None:
+    model = perturb_parameters_(_small(seed, volume_norm), scale=0.2, seed=seed)
+    twin = _twin(model, seed)
+    mine, theirs = model.state_dict(), twin.state_dict()
+    mapped = set(from_official_state(model, official_state(model)))
+    assert {k for k, _ in model.named_parameters()} <= mapped  # every trainable tensor
+    for name in mapped:
+        assert torch.equal(mine[name], theirs[name]), name
+
+
+def test_a_trained_cvn_down_running_mean_is_refused() -> None:
+    model = _small(0, levels=2)
+    model.flow.blocks[0].norm.running_mean.fill_(0.5)  # block 0 of L=2 is 'down' at 0
+    with pytest.raises(ValueError, match="full resolution"):
+        official_state(model)
+
+
+@pytest.mark.parametrize("volume_norm", ["channel", "spatial"])
+def test_harness_trains_and_evaluates_our_model_against_itself(volume_norm) -> None:
+    """Through the mapping, the same code on the same batches: equal at every step."""
+    model = _small(3, volume_norm)
+    twin = _twin(model, 3)
+    train, test, masks = synthetic_data("nut", 32, num_train=6)
+    report = run_parity(OursSide(model), OursSide(twin, name="twin"), "self", train, test, masks,
+                        steps=4, batch_size=2, seed=0)
+    assert len(report.losses) == 4
+    assert all(a == b and math.isfinite(a) for a, b in report.losses)
+    assert report.losses[0] != report.losses[-1]  # the weights moved
+    assert report.weight_max_abs == 0.0
+    assert report.metrics["ours"] == report.metrics["twin"]
+    assert set(report.metrics["ours"]) == {"pixel_auroc", "image_auroc", "aupro_0.3"}
+    summary = report.summary()
+    assert summary["steps"] == 4 and summary["loss_rel_max"] == 0.0
+
+
+def test_harness_sees_a_difference() -> None:
+    """A harness that cannot fail proves nothing: another clamp constant shows up at once."""
+    model = perturb_parameters_(_small(5), scale=0.2, seed=5)
+    twin = _twin(model, 5)
+    for block in twin.flow.blocks:
+        block.clamp_scale = 0.6
+    train, test, masks = synthetic_data("nut", 32, num_train=4)
+    report = run_parity(OursSide(model), OursSide(twin, name="twin"), "self", train, test, masks,
+                        steps=2, batch_size=2)
+    assert report.summary()["first_step_rel"] > 1e-4
+    assert report.weight_max_abs > 0.0
+
+
+def test_official_code_matches_ours_with_the_parity_options() -> None:
+    """The official code, imported from a checkout: it leaves no module behind, and with the
+    parity options, the same weights and batches, the losses of both agree to float32 rounding
+    at every step, the weights after training too (CVN and SVN)."""
+    if OFFICIAL is None:
+        pytest.skip("needs FLOWKIT_OFFICIAL_PYRAMIDFLOW: a checkout of gasharper/PyramidFlow "
+                    "(third-party code flowkit does not vendor)")
+    before = set(sys.modules)
+    code = load_official(OFFICIAL, AUTOFLOW)
+    assert not {"util", "autoFlow", "pyramidflow_official_model"} & (set(sys.modules) - before)
+    scale = official_clamp_scale(code.model)
+    assert 0.63 < scale < 0.64 and scale != 2 / math.pi
+    train, test, masks = synthetic_data("nut", 32, num_train=6)
+    for volume_norm in ("channel", "spatial"):
+        ours = build_ours("parity", scale, 0, channels=4, levels=4, num_stack=1, kernel_size=3,
+                          image_size=32, volume_norm=volume_norm)
+        official = OfficialSide(code, ours, batch_size=2)
+        report = run_parity(OursSide(ours), official, "parity", train, test, masks, steps=5,
+                            batch_size=2)
+        assert report.summary()["loss_rel_max"] < 1e-5, volume_norm
+        assert report.weight_max_rel < 1e-4, (volume_norm, report.worst_tensor)
+        for metric, value in report.metrics["ours"].items():
+            assert abs(value - report.metrics["official"][metric]) < 1e-2, (volume_norm, metric)
