@@ -15,6 +15,7 @@ from ..engine.evaluate import (
     write_metrics,
 )
 from ..engine.memory import inference_advice, memory_advice
+from ..engine.preflight import check_test_split, scan_images
 from ..engine.run_folder import RunFolder
 from ..engine.training import TrainOptions
 from ..engine.visualize import save_curves, save_heatmaps
@@ -45,16 +46,19 @@ def evaluate_run(model: AnomalyModel, config: RunConfig, run: RunFolder, options
         The record written to ``metrics.json``.
 
     Raises:
-        ConfigError: the metrics are undefined on this test split.
+        ConfigError: a test split without normal or defective images, non-finite maps.
+        DatasetError: a missing folder or an unreadable file.
         OutOfMemoryError: with the flags that use less.
     """
     dataset = config.data.dataset(Split.TEST.value)
+    check_test_split(dataset, config.data.name)
+    scan_images(dataset)
     with memory_advice("evaluating", inference_advice(batch_size, options.device)):
         evaluation = predict_dataset(model, dataset, batch_size, options.device,
                                      options.workers)
     try:
         metrics = compute_metrics(evaluation)
-    except ValueError as error:
+    except ValueError as error:  # both classes are checked above: non-finite maps remain
         raise ConfigError(
             f"cannot compute the metrics on the test split of {config.data.name}: {error}"
         ) from error

@@ -4,13 +4,15 @@ fit it, and evaluate the final model on the test split."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..base import MODELS
-from ..data import Split
 from ..engine.config import DataSource, RunConfig
-from ..engine.distributed import distributed_session, per_process_batch
+from ..engine.distributed import distributed_session
 from ..engine.memory import memory_advice
+from ..engine.preflight import preflight
+from ..engine.resume import resume_point
 from ..engine.run_folder import RunFolder, RunMode
 from ..engine.signals import StopSignals
 from ..engine.training import train
@@ -120,20 +122,24 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
     mode = RunMode.RESUME if args.resume else RunMode.OVERWRITE if args.overwrite \
         else RunMode.NEW
     with distributed_session(device_of(args.device)) as (distributed, device):
-        RunFolder.check(out, mode)
+        # Every check first: nothing is written or deleted until they pass.
+        existing = RunFolder.check(out, mode)
         # Resuming: the run's own settings, the flags checked against them.
-        config = resolve_config(args, RunFolder(out).read_config()
-                                if mode is RunMode.RESUME else None)
-        per_process_batch(config.batch_size, distributed.world_size)
-        for split in Split:
-            config.data.dataset(split.value)  # index the files: a missing folder fails here
+        config = resolve_config(args, existing.read_config() if mode is RunMode.RESUME else None)
+        report = preflight(config, distributed.world_size)
+        start = resume_point(config, existing, device) \
+            if mode is RunMode.RESUME and existing.last_checkpoint.is_file() else None
+        note = report.resize_note(config.data.image_size)
+        if note and distributed.is_main and not args.quiet:
+            print(note, file=sys.stderr)
         distributed.barrier()
-        folder = RunFolder.prepare(out, mode) if distributed.is_main else RunFolder(out)
+        folder = RunFolder.prepare(out, mode) if distributed.is_main else existing
         distributed.barrier()
         options = options_of(args, device, distributed, stop)
         try:
             with memory_advice("training", _training_advice(config)):
-                model = train(config, folder, options, resume=mode is RunMode.RESUME)
+                model = train(config, folder, options, resume=mode is RunMode.RESUME,
+                              start=start)
         except BaseException:
             if mode is RunMode.NEW and distributed.is_main:
                 folder.discard_if_untrained()

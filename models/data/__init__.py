@@ -3,7 +3,7 @@
 from .augment import AUGMENT_PROBABILITY, MVTEC_TEXTURES, TextureAugment, is_texture
 from .errors import DatasetError
 from .folder import FolderDataset, PairTransform, as_size
-from .image_io import IMAGE_SUFFIXES, read_image, read_mask, write_png
+from .image_io import IMAGE_SUFFIXES, read_image, read_mask, read_size, write_png
 from .item import GOOD, Choice, Item, Split
 from .layouts import Layout, Sample, find_samples
 from .synthetic import (
@@ -49,6 +49,7 @@ __all__ = [
     "is_texture",
     "read_image",
     "read_mask",
+    "read_size",
     "render_synthetic",
     "synthetic_index",
     "write_png",

@@ -6,12 +6,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from skimage import io as skio
 from skimage.util import img_as_float32, img_as_ubyte
 
 from .errors import DatasetError
 
-__all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask", "write_png"]
+__all__ = ["IMAGE_SUFFIXES", "read_image", "read_mask", "read_size", "write_png"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 """File name endings read as images (compared in lower case)."""
@@ -21,6 +22,42 @@ _RGB_CHANNELS = 3
 _GRAY_ALPHA_CHANNELS = 2
 
 
+def _unreadable(path: Path, error: Exception) -> DatasetError:
+    """The error for a file that is not a readable image."""
+    reason = (str(error).splitlines() or [""])[0]
+    return DatasetError(
+        f"cannot read image {path}: {type(error).__name__}: {reason}; "
+        "the file is truncated, corrupt or not an image — replace or remove it"
+    )
+
+
+def read_size(path: str | Path) -> tuple[int, int]:
+    """An image's ``(height, width)`` from its header, with its structure checked.
+
+    Pillow's ``verify`` walks the file's blocks and their checksums without decoding the
+    pixels (a truncated PNG fails here), so a whole dataset is checked in seconds.
+
+    Args:
+        path: an image file.
+
+    Returns:
+        ``(height, width)``.
+
+    Raises:
+        DatasetError: the file is missing, truncated, corrupt or not an image.
+    """
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. decompression-bomb or palette warnings
+            with Image.open(path) as image:
+                width, height = image.size
+                image.verify()
+    except Exception as error:  # Pillow raises many types for bad files
+        raise _unreadable(path, error) from error
+    return height, width
+
+
 def _read(path: Path) -> np.ndarray:
     """The pixel array of ``path``, or a DatasetError naming the file."""
     try:
@@ -28,11 +65,7 @@ def _read(path: Path) -> np.ndarray:
             warnings.simplefilter("ignore")  # e.g. low-contrast or palette warnings
             pixels = skio.imread(path)
     except Exception as error:  # imageio/Pillow raise many types for bad files
-        reason = (str(error).splitlines() or [""])[0]
-        raise DatasetError(
-            f"cannot read image {path}: {type(error).__name__}: {reason}; "
-            "the file is truncated, corrupt or not an image — replace or remove it"
-        ) from error
+        raise _unreadable(path, error) from error
     if pixels.ndim not in (_GRAY_NDIM, _GRAY_NDIM + 1) or pixels.size == 0:
         raise DatasetError(
             f"{path} is not a single 2-D image: its pixel array has shape {pixels.shape}"

@@ -114,18 +114,20 @@ class RunFolder:
         """
         run, mode = cls(Path(root)), RunMode(mode)
         exists = run.root.exists()
+        is_run = run.config.is_file()
+        empty = run.root.is_dir() and not any(run.root.iterdir())
         if mode is RunMode.NEW and exists:
-            raise RunFolderError(
-                f"the run folder {run.root} exists; pass --resume to continue it, --overwrite "
-                "to replace it, or choose another --out"
-            )
-        if mode is RunMode.RESUME and not run.config.is_file():
-            raise RunFolderError(
-                f"nothing to resume: {run.config} does not exist; drop --resume to start the run"
-            )
-        if mode is RunMode.OVERWRITE and exists and (
-            not run.root.is_dir() or (any(run.root.iterdir()) and not run.config.is_file())
-        ):
+            advice = ("pass --resume to continue it, --overwrite to replace it, or choose "
+                      "another --out") if is_run else \
+                "it is empty: pass --overwrite to use it" if empty else \
+                "it is not a flowkit run folder: choose another --out"
+            raise RunFolderError(f"the run folder {run.root} exists; {advice}")
+        if mode is RunMode.RESUME and not is_run:
+            advice = "drop --resume to start the run" if not exists else \
+                "pass --overwrite instead of --resume to start a run in it" if empty else \
+                "it is not a flowkit run folder: choose another --out"
+            raise RunFolderError(f"nothing to resume: {run.config} does not exist; {advice}")
+        if mode is RunMode.OVERWRITE and exists and not (is_run or empty):
             raise RunFolderError(
                 f"refusing to overwrite {run.root}: it is not a flowkit run folder (no "
                 "config.json); choose another --out"

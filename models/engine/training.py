@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 
 from ..base import AnomalyModel, build_model
 from ..data import Item, Split
-from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
-from .checkpoint import load_checkpoint, model_from_checkpoint, restore_rng_states, save_checkpoint
+from ..errors import ConfigError, Interrupted, NonFiniteLossError
+from .checkpoint import restore_rng_states, save_checkpoint
 from .config import RunConfig
 from .distributed import BATCH_COUPLED_MODELS, Distributed
-from .files import read_json, write_json
+from .files import write_json
+from .resume import ResumePoint, TrainingState, make_optimizer, resume_point
 from .run_folder import RunFolder
 from .sampling import TrainingImages, epoch_loader, seed_everything
 from .signals import StopSignals
@@ -82,33 +83,6 @@ class _Logger:
             tqdm.write(line, file=sys.stderr)
 
 
-@dataclass
-class _State:
-    """Where training stands: finished epochs, optimizer steps, the per-epoch records, and the
-    steps, loss sum and seconds of the epoch under way."""
-
-    epoch: int
-    step: int
-    history: list[dict[str, Any]]
-    epoch_steps: int = 0
-    epoch_loss: float = 0.0
-    epoch_seconds: float = 0.0
-
-    def partial_epoch(self) -> dict[str, Any]:
-        """The unfinished epoch, as a checkpoint stores it."""
-        return {"steps": self.epoch_steps, "loss_sum": self.epoch_loss,
-                "seconds": self.epoch_seconds}
-
-    def finish_epoch(self) -> dict[str, Any]:
-        """Close the epoch under way; returns its history record."""
-        self.epoch += 1
-        record = {"epoch": self.epoch, "loss": self.epoch_loss / self.epoch_steps,
-                  "steps": self.epoch_steps, "seconds": round(self.epoch_seconds, 3)}
-        self.history.append(record)
-        self.epoch_steps, self.epoch_loss, self.epoch_seconds = 0, 0.0, 0.0
-        return record
-
-
 class _Loss(nn.Module):
     """The model's training loss as ``forward``: DistributedDataParallel synchronizes the
     gradients of what its wrapped ``forward`` computes."""
@@ -127,25 +101,27 @@ def _images(loader: DataLoader[Item], device: torch.device) -> Iterator[Tensor]:
         yield batch.image.to(device, non_blocking=True)
 
 
-def _optimizer(model: AnomalyModel, settings: dict[str, Any]) -> torch.optim.Adam:
-    """Adam over the model's trainable parameters (``clip_grad_norm`` is not Adam's)."""
-    adam_settings = {k: v for k, v in settings.items() if k != "clip_grad_norm"}
-    if "betas" in adam_settings:
-        adam_settings["betas"] = tuple(adam_settings["betas"])
-    return torch.optim.Adam(model.trainable_parameters(), **adam_settings)
+def _check_finite(value: float, what: str, state: TrainingState, run: RunFolder,
+                  optimizer: dict[str, Any]) -> None:
+    """Raise :class:`NonFiniteLossError` naming the step unless ``value`` is finite.
 
-
-def _check_finite(value: float, what: str, state: _State, run: RunFolder) -> None:
-    """Raise :class:`NonFiniteLossError` naming the step unless ``value`` is finite."""
+    The advice starts a new run: ``--resume`` keeps the run's settings, so it would repeat
+    the step that diverged.
+    """
     if math.isfinite(value):
         return
-    last = (
-        f"the last good checkpoint is {run.last_checkpoint} (epoch {state.epoch})"
-        if run.last_checkpoint.is_file() else "no checkpoint was written yet"
-    )
+    clip = optimizer.get("clip_grad_norm")
+    lower = (f"a lower --lr (now {optimizer.get('lr')}) or a {'lower ' if clip else ''}"
+             f"--clip-grad-norm (now {clip or 'none'})")
+    if run.last_checkpoint.is_file():
+        advice = (f"the last good checkpoint is {run.last_checkpoint} (epoch {state.epoch}); "
+                  f"--resume would repeat it with the same settings: check the data, and start "
+                  f"again with {lower} and --overwrite")
+    else:
+        advice = (f"no checkpoint was written yet: check the data, and run the command again "
+                  f"with {lower}")
     raise NonFiniteLossError(
-        f"the {what} became {value} at step {state.step + 1} (epoch {state.epoch + 1}); "
-        f"{last}: lower --lr or --clip-grad-norm, check the data, then --resume or --overwrite"
+        f"the {what} became {value} at step {state.step + 1} (epoch {state.epoch + 1}); {advice}"
     )
 
 
@@ -153,7 +129,8 @@ class _Loop:
     """The training steps of one process: DDP-wrapped loss, NaN checks, stop signals."""
 
     def __init__(self, config: RunConfig, run: RunFolder, options: TrainOptions,
-                 model: AnomalyModel, optimizer: torch.optim.Optimizer, state: _State) -> None:
+                 model: AnomalyModel, optimizer: torch.optim.Optimizer,
+                 state: TrainingState) -> None:
         self.config, self.run, self.options = config, run, options
         self.model, self.optimizer, self.state = model, optimizer, state
         self.loss_of = options.distributed.wrap(_Loss(model), options.device)
@@ -201,12 +178,12 @@ class _Loop:
         loss = self.loss_of(images)
         value, stopping = self.options.distributed.reduce_step(
             loss, self.stop.received is not None)
-        _check_finite(value, "loss", state, self.run)
+        _check_finite(value, "loss", state, self.run, self.config.optimizer)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip is not None:
             norm = float(torch.nn.utils.clip_grad_norm_(self.parameters, self.clip))
-            _check_finite(norm, "gradient norm", state, self.run)
+            _check_finite(norm, "gradient norm", state, self.run, self.config.optimizer)
         self.optimizer.step()
         if not self.synced:
             self.options.distributed.broadcast_state(self.model)
@@ -230,34 +207,6 @@ class _Loop:
             f"{state.epoch_steps} of {steps} steps), saved in {self.run.last_checkpoint}; "
             f"continue with: {resume_command(self.run)}"
         ))
-
-
-def _restore(config: RunConfig, run: RunFolder, device: torch.device
-             ) -> tuple[AnomalyModel, torch.optim.Adam | None, _State]:
-    """Model (on ``device``), optimizer and state from ``last.pt``, with every random source
-    restored."""
-    checkpoint = load_checkpoint(run.last_checkpoint, config.model)
-    if checkpoint["epoch"] > config.epochs:
-        raise ConfigError(
-            f"the run in {run.root} has already trained {checkpoint['epoch']} epochs; "
-            f"pass --epochs {checkpoint['epoch']} or more to resume it"
-        )
-    model = model_from_checkpoint(checkpoint, run.last_checkpoint).to(device)
-    optimizer = _optimizer(model, config.optimizer) if model.needs_training else None
-    if optimizer is not None:
-        try:
-            optimizer.load_state_dict(checkpoint["optimizer_state"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(
-                f"the optimizer state in {run.last_checkpoint} does not fit the model ({error}); "
-                "the checkpoint is damaged: start again with --overwrite"
-            ) from error
-    restore_rng_states(checkpoint["rng_states"])
-    history = read_json(run.history)[: checkpoint["epoch"]] if run.history.is_file() else []
-    partial = checkpoint["partial_epoch"]
-    state = _State(checkpoint["epoch"], checkpoint["step"], history, partial["steps"],
-                   partial["loss_sum"], partial["seconds"])
-    return model, optimizer, state
 
 
 def _training_images(config: RunConfig) -> tuple[TrainingImages, Dataset[Item]]:
@@ -296,7 +245,7 @@ def _train_epochs(loop: _Loop, images: TrainingImages, log: _Logger) -> Interrup
 
 
 def _fit_and_save(model: AnomalyModel, plain: Dataset[Item], config: RunConfig, run: RunFolder,
-                  options: TrainOptions, state: _State) -> None:
+                  options: TrainOptions, state: TrainingState) -> None:
     """``fit_normal`` on the plain training images, then ``threshold.json`` and ``final.pt``."""
     model.eval()
     loader = DataLoader(plain, batch_size=config.batch_size, num_workers=options.workers)
@@ -306,8 +255,8 @@ def _fit_and_save(model: AnomalyModel, plain: Dataset[Item], config: RunConfig, 
     save_checkpoint(run.final_checkpoint, model, None, state.epoch, state.step, config.to_json())
 
 
-def train(config: RunConfig, run: RunFolder, options: TrainOptions,
-          resume: bool = False) -> AnomalyModel | None:
+def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool = False,
+          start: ResumePoint | None = None) -> AnomalyModel | None:
     """Train a model, fit it on the normal images and write ``checkpoints/final.pt``.
 
     After every epoch ``history.json`` and then ``checkpoints/last.pt`` are written
@@ -322,6 +271,7 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions,
         run: the prepared run folder.
         options: device, workers, progress bars, processes, signal handlers.
         resume: continue from ``checkpoints/last.pt`` if it exists.
+        start: ``last.pt`` already read by :func:`resume_point` (implies ``resume``).
 
     Returns:
         The final model, in eval mode, on ``options.device``; ``None`` on ranks other than 0.
@@ -336,9 +286,11 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions,
     """
     log = _Logger(run, options)
     distributed = options.distributed
-    if distributed.is_main:
-        write_json(run.config, config.to_json())
+    if start is None and resume and run.last_checkpoint.is_file():
+        start = resume_point(config, run, options.device)
     images, plain = _training_images(config)
+    if distributed.is_main:  # only once everything is checked
+        write_json(run.config, config.to_json())
     if distributed.is_distributed and config.model in BATCH_COUPLED_MODELS:
         log(f"note: {config.model}'s loss couples the images of a batch; each of the "
             f"{distributed.world_size} processes couples only its own "
@@ -347,14 +299,15 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions,
     seed_everything(config.seed)
     stopped = None
     try:
-        if resume and run.last_checkpoint.is_file():
-            model, optimizer, state = _restore(config, run, options.device)
+        if start is not None:
+            restore_rng_states(start.rng_states)
+            model, optimizer, state = start.model, start.optimizer, start.state
             log(f"resuming {run.root} after step {state.step} (epoch {state.epoch}, "
                 f"{state.epoch_steps} steps into the next)")
         else:
             model = build_model(config.model, **config.model_config).to(options.device)
-            optimizer = _optimizer(model, config.optimizer) if model.needs_training else None
-            state = _State(0, 0, [])
+            optimizer = make_optimizer(model, config.optimizer) if model.needs_training else None
+            state = TrainingState(0, 0, [])
         if optimizer is not None:
             stopped = _train_epochs(_Loop(config, run, options, model, optimizer, state),
                                     images, log)
