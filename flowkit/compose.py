@@ -95,8 +95,8 @@ class Sequential(Flow):
             raise ValueError(f"drift_tolerance must be >= 0 or None, got {drift_tolerance!r}")
         self.drift_tolerance = drift_tolerance
         self.on_drift = OnDrift(on_drift)
-        #: The :class:`~flowkit.reversible.DriftReport` of the last memory-saving backward run
-        #: under :func:`flowkit.debug_mode` or in which the drift guard fired (else ``None``).
+        #: The :class:`~flowkit.reversible.DriftReport` of the last memory-saving backward, if
+        #: it ran under :func:`flowkit.debug_mode` or the drift guard fired (else ``None``).
         self.drift = None
 
     @property

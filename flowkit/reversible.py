@@ -59,7 +59,7 @@ _AUTOCAST_DEVICES = ("cpu", "cuda")
 
 _DRIFT_TOLERANCE = {
     torch.float64: 1e-8,
-    torch.float32: 1e-3,
+    torch.float32: 1e-4,
     torch.bfloat16: 1e-1,
     torch.float16: 3e-2,
 }
@@ -68,8 +68,10 @@ _DRIFT_TOLERANCE = {
 def default_drift_tolerance(dtype: torch.dtype) -> float:
     """The relative drift of the rebuilt chain input tolerated by default in ``dtype``.
 
-    Healthy stacks stay far below it (float32 depth 64: ~3e-6; float64: ~1e-14); an unstable
-    inverse amplifies the error by orders of magnitude per block and crosses it.
+    Healthy stacks stay far below it (float32 depth 64: ~3e-6; float64: ~1e-14), and the
+    gradients' relative error is of the order of the drift (float32: 2e-4 of drift gave 3e-4 of
+    gradient error); an unstable inverse amplifies the error by orders of magnitude per block
+    and crosses it.
     """
     return _DRIFT_TOLERANCE.get(dtype, _DRIFT_TOLERANCE[torch.float32])
 
@@ -108,7 +110,7 @@ class DriftReport:
         that block, not the one with the largest error, is where to look.
         """
         for index in reversed(range(len(self.rebuilt))):
-            if self.rebuilt[index] > self.tolerance:
+            if not self.rebuilt[index] <= self.tolerance:  # NaN counts as off
                 return index
         return None
 
@@ -204,44 +206,77 @@ def _block_name(run: _Run, index: int) -> str:
     return f"block {index} ({type(run.sequential.blocks[index]).__name__})"
 
 
-def _graph_leaves(run: _Run, index: int, roots: list[Tensor], known: set[int]) -> list[Tensor]:
+def _sequence_marker() -> int:
+    """The autograd sequence number the next recorded node of this thread will exceed."""
+    with torch.enable_grad():
+        return (torch.zeros((), requires_grad=True) * 1).grad_fn._sequence_nr()
+
+
+def _outside(run: _Run, index: int, what: str, shape: tuple[int, ...]) -> RuntimeError:
+    return RuntimeError(
+        f"flowkit.Sequential(memory_saving=True): {_block_name(run, index)} depends on {what} "
+        f"of shape {shape} that requires grad but is neither the state, the context nor a "
+        "parameter of this Sequential (a parent module's parameter or an encoder output "
+        "captured by a subnet, say). Its gradient would be lost: pass it as context= (and "
+        "build the layer conditional), or register the module that owns it inside the "
+        "Sequential"
+    )
+
+
+def _graph_leaves(
+    run: _Run, index: int, roots: list[Tensor], known: set[int], marker: int
+) -> list[Tensor]:
     """The parameters of the Sequential that the replayed graph of block ``index`` reaches.
 
-    Walks ``grad_fn.next_functions`` from the replay's outputs down to the leaves. Every leaf
-    must be one of ``known`` (the rebuilt state's leaves and the context's) or a parameter of
-    the Sequential; any other leaf means the block read an outside tensor that requires grad,
-    whose gradient the engine could not deliver: that raises.
+    Walks ``grad_fn.next_functions`` from the replay's outputs. Every leaf reached must be one
+    of ``known`` (the rebuilt state's leaves and the context's) or a parameter of the
+    Sequential; a node recorded before the replay (its sequence number is below ``marker``) is
+    an outside tensor computed elsewhere (an encoder output, say). Either means the block read
+    an outside tensor that requires grad, whose gradient the engine could not deliver: that
+    raises, naming the block and the tensor's shape. (On CUDA, where backward runs in another
+    thread, an outside node may escape the sequence test; the walk then reaches its leaves,
+    which raise.) Cost: one visit per node of one block's replayed graph.
     """
     param_ids = {id(p): p for p in run.params}
-    reached: dict[int, Tensor] = {}
-    stack = [t.grad_fn for t in roots if t.grad_fn is not None]
-    reached.update((id(t), t) for t in roots if t.grad_fn is None and t.requires_grad)
+    used: dict[int, Tensor] = {}
+
+    def leaf(tensor: Tensor) -> None:
+        key = id(tensor)
+        if key in param_ids:
+            used[key] = param_ids[key]
+        elif key not in known:
+            kind = "an nn.Parameter" if isinstance(tensor, nn.Parameter) else "a leaf tensor"
+            raise _outside(run, index, f"{kind} ({tensor.dtype})", tuple(tensor.shape))
+
+    stack = []
+    for root in roots:
+        if root.grad_fn is None:
+            leaf(root)
+        elif root.grad_fn._sequence_nr() < marker:
+            raise _outside(run, index, "a tensor", tuple(root.shape))
+        else:
+            stack.append(root.grad_fn)
     seen: set[int] = set()
     while stack:
         node = stack.pop()
         if id(node) in seen:
             continue
         seen.add(id(node))
-        variable = getattr(node, "variable", None)
-        if variable is not None:
-            reached[id(variable)] = variable
-            continue
-        stack.extend(next_node for next_node, _ in node.next_functions if next_node is not None)
-    used = []
-    for key, tensor in reached.items():
-        if key in param_ids:
-            used.append(param_ids[key])
-        elif key not in known:
-            kind = "an nn.Parameter" if isinstance(tensor, nn.Parameter) else "a tensor"
-            raise RuntimeError(
-                f"flowkit.Sequential(memory_saving=True): {_block_name(run, index)} depends on "
-                f"{kind} of shape {tuple(tensor.shape)} ({tensor.dtype}) that requires grad "
-                "but is neither the state, the context nor a parameter of this Sequential (a "
-                "parent module's parameter or an encoder output captured by a subnet, say). "
-                "Its gradient would be lost: pass it as context= (and build the layer "
-                "conditional), or register the module that owns it inside the Sequential"
-            )
-    return used
+        for next_node, input_nr in node.next_functions:
+            if next_node is None:
+                continue
+            variable = getattr(next_node, "variable", None)
+            if variable is not None:
+                leaf(variable)
+            elif next_node._sequence_nr() < marker:
+                metadata = next_node._input_metadata[input_nr]
+                raise _outside(
+                    run, index, f"a tensor ({metadata.dtype}) computed by {next_node.name()}",
+                    tuple(metadata.shape),
+                )
+            else:
+                stack.append(next_node)
+    return list(used.values())
 
 
 class _ReversibleChain(torch.autograd.Function):
@@ -302,6 +337,7 @@ class _ReversibleChain(torch.autograd.Function):
         for index in reversed(range(len(blocks))):
             block = blocks[index]
             with _buffers_kept(block):
+                marker = _sequence_marker()
                 with _replaying(run, index):
                     rebuilt = block.rebuild(state, **context_kwargs(block, context))
                 leaves = [t for t in rebuilt.leaves if t.requires_grad]
@@ -312,7 +348,7 @@ class _ReversibleChain(torch.autograd.Function):
                         outputs.append(out)
                         grad_outputs.append(grad.to(out.dtype))
                 known = {id(t) for t in (*leaves, *context_wrt)}
-                block_params = _graph_leaves(run, index, outputs, known)
+                block_params = _graph_leaves(run, index, outputs, known, marker)
                 wrt = leaves + context_wrt + block_params
                 found = list(
                     torch.autograd.grad(outputs, wrt, grad_outputs, allow_unused=True)
@@ -396,6 +432,7 @@ def _guard_drift(run: _Run, rebuilt: tuple[Tensor, ...], true_input: tuple[Tenso
     true_state = _structured(tuple(t.detach() for t in true_input), run.input_is_tuple)
     drift = float(_relative_drift(rebuilt, true_input))
     if drift <= tolerance and not run.debug:
+        run.sequential.drift = None
         return
     report = _drift_report(run, true_state, output, context, tolerance)
     run.sequential.drift = report
