@@ -209,7 +209,9 @@ class PyramidFlow(AnomalyModel):
     @torch.no_grad()
     def anomaly_map(self, images: Tensor) -> Tensor:
         """``compose(|z - template|)``, channel mean, at the images' resolution ``[B, 1, H, W]``."""
-        if not bool(self.has_template):
+        # Not while tracing (a traced program cannot branch on a buffer); flowkit export
+        # runs the model eagerly first.
+        if not torch.compiler.is_compiling() and not bool(self.has_template):
             raise RuntimeError(
                 "PyramidFlow has no template yet: call fit_normal(training images) after "
                 "training (flowkit train does)"
