@@ -16,7 +16,9 @@ _EXPORTS = {
     "compose": ("Identity", "Inverse", "Parallel", "Sequential", "Split"),
     "core": ("Context", "Flow", "InjectiveFlow", "Rebuilt", "State", "is_recomputing"),
     "debug": ("debug_mode",),
+    "dequantization": ("bits_per_dim", "uniform_dequantize"),
     "distribution": ("NormalizingFlow", "StandardNormal"),
+    "multiscale": ("MultiScaleFlow", "glow"),
     "errors": ("FlowInputError", "InverseNotAvailable", "NonFiniteError",
                "ReconstructionError", "ReconstructionWarning"),
 }
@@ -33,6 +35,7 @@ __all__ = [
     "InjectiveFlow",
     "Inverse",
     "InverseNotAvailable",
+    "MultiScaleFlow",
     "NonFiniteError",
     "NormalizingFlow",
     "Parallel",
@@ -44,10 +47,13 @@ __all__ = [
     "StandardNormal",
     "State",
     "__version__",
+    "bits_per_dim",
     "debug_mode",
+    "glow",
     "is_recomputing",
     "layers",
     "testing",
+    "uniform_dequantize",
 ]
 
 

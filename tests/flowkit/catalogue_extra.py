@@ -69,6 +69,7 @@ EXTRA = [
         ),
         min_channels=2,
     ),
+    Entry("glow-2-levels", lambda c: flowkit.glow(c, levels=2, steps=1, hidden=4), multiple_of=4),
 ]
 
 CATALOGUE.extend(EXTRA)
