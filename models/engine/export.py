@@ -71,6 +71,7 @@ _SOURCES = (
     Path(__file__).resolve().parents[1],
 )
 _THIS_FILE = Path(__file__).resolve()
+_TREESPEC_WARNING = r"`isinstance\(treespec, LeafSpec\)` is deprecated"
 # The ONNX exporter logs a warning per torchvision op it cannot register; flowkit has none.
 _ONNX_REGISTRATION_LOGGER = "torch.onnx._internal.exporter._registration"
 
@@ -117,7 +118,8 @@ class Predictor(nn.Module):
 
     def __init__(self, model: AnomalyModel) -> None:
         super().__init__()
-        self.model = model.eval()
+        self.model = model
+        self.eval()
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(maps [B, 1, H, W], scores [B])`` of ``images`` ``[B, 3, H, W]`` in [0, 1]."""
@@ -143,13 +145,16 @@ def _require(fmt: ExportFormat) -> None:
 @contextmanager
 def _quiet_exporters() -> Iterator[None]:
     """Hide what the exporters warn about the traced code's Python branches (the program is
-    checked numerically at two batch sizes instead) and the ONNX exporter's registration log."""
+    checked numerically at two batch sizes instead), torch's internal deprecations and the ONNX
+    exporter's registration log."""
     logger = logging.getLogger(_ONNX_REGISTRATION_LOGGER)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            # torch's own deprecation inside the ONNX exporter (torch 2.13), nothing of ours.
+            warnings.filterwarnings("ignore", _TREESPEC_WARNING, FutureWarning)
             yield
     finally:
         logger.setLevel(level)
