@@ -46,9 +46,12 @@ setup(
     + _packages("kernels", "flowkit.kernels")
     + _packages("models", "flowkit.models"),
     package_dir=PACKAGE_DIR,
+    # the measured dispatch tables of the Triton kernels (data read at run time)
+    package_data={"flowkit.kernels": ["dispatch_tables/*.json"]},
     install_requires=[
         "torch>=2.4",
         "numpy>=1.24",
+        # optional at run time: imported only by the kernel launchers (flowkit runs without it)
         "triton>=3.0; platform_system == 'Linux'",
         "scikit-image>=0.22",
         "tqdm>=4.60",

@@ -10,14 +10,14 @@ and 1024 px) it times the forward and forward+backward of
 in float32, TF32 and bfloat16, and one ConvSubnet-like coupling block (conv 7x7 C->2C, LeakyReLU,
 conv 7x7 2C->2C, affine coupling) as ours, eager PyTorch, and ``torch.compile`` of eager. Times
 are ``triton.testing.do_bench`` median, p20 and p80 in ms; TFLOP/s and the fraction of the
-device's peak, measured here with a large matmul in the same precision. ``--write-table`` turns
-the convolution rows into :mod:`flowkit.kernels.conv_table` (the dispatch table).
+device's peak, measured here with a large matmul in the same precision. The dispatch table is
+written by ``python -m benchmarks.gpu``, which validates and times every op family.
 
 Without CUDA it says so and times only the references on tiny sizes (well under a minute).
 
 Usage::
 
-    python -m benchmarks.conv --out conv.json [--write-table]
+    python -m benchmarks.conv --out conv.json
 """
 
 from __future__ import annotations
@@ -25,16 +25,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import pprint
 import statistics
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import triton
 
 from flowkit.kernels.conv import large_kernel_conv2d_reference
 from flowkit.kernels.coupling import affine_coupling_forward_reference
@@ -42,8 +39,6 @@ from flowkit.kernels.soft_clamp import ClampFn
 
 from .common import stamp
 
-ROOT = Path(__file__).resolve().parents[1]
-TABLE_PATH = ROOT / "kernels" / "conv_table.py"
 KERNEL = 7
 SLOPE = 0.01
 CLAMP = 2.0
@@ -84,6 +79,8 @@ def precision_mode(precision: str) -> Iterator[torch.dtype]:
 def bench(fn: Callable[[], object], grads: list[torch.Tensor]) -> tuple[float, float, float]:
     """Median, p20 and p80 time of ``fn`` in ms (``do_bench`` on CUDA, a wall clock on CPU)."""
     if torch.cuda.is_available():
+        import triton.testing
+
         median, p20, p80 = triton.testing.do_bench(fn, quantiles=[0.5, 0.2, 0.8],
                                                    grad_to_none=grads)
         return median, p20, p80
@@ -185,32 +182,6 @@ def block_rows(batch: int, channels: int, size: int, precision: str, impls: dict
         return rows
 
 
-def dispatch_table(rows: list[Row], device: str) -> list[dict[str, object]]:
-    """One entry per measured conv shape: best cuDNN median over ours."""
-    table = []
-    ours = [r for r in rows if r.op == "conv7x7" and r.impl == "triton"]
-    for r in ours:
-        cudnn = [c.median_ms for c in rows if c.op == r.op and c.impl.startswith("cudnn")
-                 and (c.precision, c.batch, c.c_in, c.size, c.pass_)
-                 == (r.precision, r.batch, r.c_in, r.size, r.pass_)]
-        table.append({
-            "device": device, "precision": r.precision, "c_in": r.c_in, "c_out": r.c_out,
-            "kernel": f"{KERNEL}x{KERNEL}", "pixels": r.batch * r.size * r.size,
-            "pass": r.pass_, "speedup": round(min(cudnn) / r.median_ms, 3),
-        })
-    return table
-
-
-def write_table(table: list[dict[str, object]], stamp: dict[str, str]) -> None:
-    """Replace the entries of :mod:`flowkit.kernels.conv_table` with ``table``."""
-    text = TABLE_PATH.read_text()
-    head = text[: text.index("CONV_DISPATCH_TABLE: tuple")]
-    body = pprint.pformat(tuple(table), width=96, sort_dicts=False) if table else "()"
-    note = f"# measured {stamp['date']} on {stamp['device']}, commit {stamp['commit']}\n"
-    TABLE_PATH.write_text(f"{head}{note}CONV_DISPATCH_TABLE: tuple[dict[str, object], ...] = "
-                          f"{body}\n")
-
-
 def print_table(rows: list[Row]) -> None:
     header = (f"{'op':<15}{'impl':<12}{'prec':<10}{'B':>3}{'Cin':>5}{'Cout':>5}{'px':>6}"
               f"{'pass':>9}{'median ms':>11}{'p20':>9}{'p80':>9}{'TFLOP/s':>9}{'of peak':>9}")
@@ -225,8 +196,6 @@ def print_table(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, help="write the rows and stamp as JSON here")
-    parser.add_argument("--write-table", action="store_true",
-                        help="write the conv rows into kernels/conv_table.py (CUDA only)")
     parser.add_argument("--batch", type=int, nargs="+", default=[2, 16])
     parser.add_argument("--channels", type=int, nargs="+", default=[16, 32, 64])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512, 1024])
@@ -249,7 +218,7 @@ def main(argv: list[str] | None = None) -> None:
         precisions = args.precisions
     else:
         print("No CUDA device: timing only the PyTorch references (CPU) on tiny sizes; Triton "
-              "kernels and torch.compile are not timed and no dispatch table is written.")
+              "kernels and torch.compile are not timed.")
         device = "cpu"
         conv_impls = {"reference": large_kernel_conv2d_reference}
         shapes = [(2, 16, 32), (2, 16, 64)]
@@ -266,16 +235,10 @@ def main(argv: list[str] | None = None) -> None:
                 rows += block_rows(batch, channels, size, precision, block_impls, peak, device)
     print_table(rows)
 
-    table = dispatch_table(rows, info["device"]) if cuda else []
     if args.out:
-        args.out.write_text(json.dumps({"stamp": info, "rows": [asdict(r) for r in rows],
-                                        "dispatch_table": table}, indent=1))
+        args.out.write_text(json.dumps({"stamp": info, "rows": [asdict(r) for r in rows]},
+                                       indent=1))
         print(f"wrote {args.out}")
-    if args.write_table:
-        if not cuda:
-            sys.exit("--write-table needs a CUDA device: the table records GPU measurements")
-        write_table(table, info)
-        print(f"wrote {len(table)} entries to {TABLE_PATH}")
 
 
 if __name__ == "__main__":

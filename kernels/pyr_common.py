@@ -13,9 +13,13 @@ Two pyramids share one 5-tap binomial blur and differ in borders, decimation and
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from .choice import Choice
+from .dispatch import dtype_precision, triton_available, use_triton
+from .dispatch_table import OpFamily, size_class
 
 __all__ = [
     "ARGMAX_DTYPE",
@@ -31,6 +35,9 @@ __all__ = [
     "empty_map",
     "like_map",
     "pyr_down_size",
+    "pyramid_shape_class",
+    "runs_triton",
+    "use_pyramid_kernel",
     "valid_sizes_near",
 ]
 
@@ -211,3 +218,39 @@ def check_up_size(
             options = " or ".join(str(v) for v in valid)
             raise ValueError(f"{mode.value} pyr_up cannot take {name} {src} to {dst}: "
                              f"valid target {name}s are {options}")
+
+
+def runs_triton(t: torch.Tensor) -> bool:
+    """Whether a pyramid custom op on ``t`` runs the Triton kernels (which the public functions
+    call only where :func:`use_pyramid_kernel` says so): on CUDA, or on CPU under Triton's
+    interpreter (``TRITON_INTERPRET=1``), which is how the tests exercise the kernels and the
+    ops' registration without a GPU; elsewhere, or without Triton, the references run."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "0") == "1"
+    return (t.is_cuda or interpreted) and triton_available()
+
+
+def pyramid_shape_class(fine_numel: int, mode: PyramidMode, grad: bool) -> str:
+    """The dispatch key of a pyramid call: the mode, a bucket of the fine map's element count
+    (batch x channels x H x W of the full-resolution side), and the pass.
+
+    Example:
+        >>> pyramid_shape_class(2 * 16 * 256 * 256, PyramidMode.PYRAMIDFLOW, False)
+        'pyramidflow:n<=2^22:fwd'
+    """
+    return f"{mode.value}:{size_class(fine_numel)}:{'fwd_bwd' if grad else 'fwd'}"
+
+
+def use_pyramid_kernel(op: str, mode: PyramidMode, fine_numel: int,
+                       *tensors: torch.Tensor) -> bool:
+    """Whether the public pyramid function ``op`` takes its Triton custom op for this call.
+
+    Args:
+        op: ``pyr_down``, ``pyr_up``, ``pyr_level`` or ``pyr_level_inverse``.
+        mode: the pyramid mode.
+        fine_numel: the element count of the call's full-resolution map.
+        tensors: every tensor input of the call (all must be on CUDA; the first sets the dtype).
+    """
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+    shape_class = pyramid_shape_class(fine_numel, mode, grad)
+    precision = dtype_precision(tensors[0].dtype)
+    return use_triton(OpFamily.PYRAMID, op, precision, shape_class, *tensors)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import use_triton
 from .pyr_common import (
     ARGMAX_DTYPE,
     PyramidMode,
@@ -13,8 +12,9 @@ from .pyr_common import (
     empty_map,
     like_map,
     pyr_down_size,
+    runs_triton,
+    use_pyramid_kernel,
 )
-from .pyr_kernels import pyr_down_backward_triton, pyr_down_triton, runs_triton
 from .pyr_reference import (
     maxpool_down_reference,
     pyr_down_backward_reference,
@@ -28,6 +28,8 @@ __all__ = ["pyr_down"]
 def _pyr_down_op(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(down, argmax)``; ``argmax`` (uint8, the 2x2 max-pool's choice) is empty for gaussian."""
     if runs_triton(x):
+        from .pyr_kernels import pyr_down_triton
+
         return pyr_down_triton(x, mode)
     if PyramidMode(mode) is PyramidMode.PYRAMIDFLOW:
         down, argmax = maxpool_down_reference(x)
@@ -49,6 +51,8 @@ def _pyr_down_backward_op(
 ) -> torch.Tensor:
     """``down^T(grad)`` onto a ``height x width`` map (``argmax`` from the forward)."""
     if runs_triton(grad):
+        from .pyr_kernels import pyr_down_backward_triton
+
         return pyr_down_backward_triton(grad, argmax, (height, width), mode)
     return like_map(pyr_down_backward_reference(grad, argmax, (height, width), mode), grad)
 
@@ -87,8 +91,9 @@ def pyr_down(x: torch.Tensor, mode: PyramidMode | str) -> torch.Tensor:
       ``(H/2, W/2)``; needs even ``H, W``. The gradient goes to the first maximum of each window
       in that (row-major) order.
 
-    Triton on CUDA (``flowkit::pyr_down``, fp32 accumulation), :func:`pyr_down_reference`
-    elsewhere or with kernels disabled.
+    Triton (``flowkit::pyr_down``, fp32 accumulation) for CUDA tensors where the ``pyramid``
+    dispatch table validated it or ``FLOWKIT_KERNELS=1`` forces it (see
+    :func:`~flowkit.kernels.pyr_common.use_pyramid_kernel`), :func:`pyr_down_reference` elsewhere.
 
     Args:
         x: ``[N, C, H, W]`` float16/bfloat16/float32/float64, NCHW or channels-last.
@@ -108,6 +113,6 @@ def pyr_down(x: torch.Tensor, mode: PyramidMode | str) -> torch.Tensor:
     mode = PyramidMode(mode)
     check_pyramid_input(x)
     pyr_down_size(x.shape[-2], x.shape[-1], mode)
-    if use_triton(x):
+    if use_pyramid_kernel("pyr_down", mode, x.numel(), x):
         return _pyr_down_op(x, mode.value)[0]
     return pyr_down_reference(x, mode)

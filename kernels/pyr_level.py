@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import use_triton
 from .pyr_common import (
     ARGMAX_DTYPE,
     PyramidMode,
@@ -14,12 +13,8 @@ from .pyr_common import (
     empty_map,
     like_map,
     pyr_down_size,
-)
-from .pyr_kernels import (
-    pyr_level_backward_triton,
-    pyr_level_inverse_triton,
-    pyr_level_triton,
     runs_triton,
+    use_pyramid_kernel,
 )
 from .pyr_reference import (
     maxpool_down_reference,
@@ -36,6 +31,8 @@ __all__ = ["pyr_level", "pyr_level_inverse"]
 def _pyr_level_op(x: torch.Tensor, mode: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(x - up(down(x)), down(x), argmax)``; ``argmax`` is empty for gaussian."""
     if runs_triton(x):
+        from .pyr_kernels import pyr_level_triton
+
         return pyr_level_triton(x, mode)
     residual, down = pyr_level_reference(x, mode)
     if PyramidMode(mode) is PyramidMode.PYRAMIDFLOW:
@@ -61,6 +58,8 @@ def _pyr_level_backward_op(
 ) -> torch.Tensor:
     """``g_r + down^T(g_d - up^T(g_r))``."""
     if runs_triton(grad_residual):
+        from .pyr_kernels import pyr_level_backward_triton
+
         return pyr_level_backward_triton(grad_residual, grad_down, argmax, mode)
     grad_x = pyr_level_backward_reference(grad_residual, grad_down, argmax, mode)
     return like_map(grad_x, grad_residual)
@@ -95,6 +94,8 @@ _pyr_level_op.register_autograd(_level_backward, setup_context=_level_setup_cont
 def _pyr_level_inverse_op(residual: torch.Tensor, down: torch.Tensor, mode: str) -> torch.Tensor:
     """``residual + up(down)``."""
     if runs_triton(residual):
+        from .pyr_kernels import pyr_level_inverse_triton
+
         return pyr_level_inverse_triton(residual, down, mode)
     return like_map(pyr_level_inverse_reference(residual, down, mode), residual)
 
@@ -121,9 +122,9 @@ def pyr_level(x: torch.Tensor, mode: PyramidMode | str) -> tuple[torch.Tensor, t
     """One Laplacian-pyramid level: ``down = pyr_down(x)``, ``residual = x - pyr_up(down)``.
 
     ``up`` targets ``x``'s own size, so :func:`pyr_level_inverse` recovers ``x`` exactly (to
-    rounding) whatever ``down`` is. On CUDA two kernels: ``down``, then ``up`` with the
-    subtraction fused (no up-sampled temporary). See :func:`pyr_down` and :func:`pyr_up` for
-    the two modes.
+    rounding) whatever ``down`` is. Its Triton path (dispatched like :func:`pyr_down`) is two
+    kernels: ``down``, then ``up`` with the subtraction fused (no up-sampled temporary). See
+    :func:`pyr_down` and :func:`pyr_up` for the two modes.
 
     Args:
         x: ``[N, C, H, W]`` float16/bfloat16/float32/float64, NCHW or channels-last.
@@ -144,7 +145,7 @@ def pyr_level(x: torch.Tensor, mode: PyramidMode | str) -> tuple[torch.Tensor, t
     mode = PyramidMode(mode)
     check_pyramid_input(x)
     pyr_down_size(x.shape[-2], x.shape[-1], mode)
-    if use_triton(x):
+    if use_pyramid_kernel("pyr_level", mode, x.numel(), x):
         residual, down, _ = _pyr_level_op(x, mode.value)
         return residual, down
     return pyr_level_reference(x, mode)
@@ -174,6 +175,6 @@ def pyr_level_inverse(
                          "share batch and channels")
     check_up_size((down.shape[-2], down.shape[-1]), (residual.shape[-2], residual.shape[-1]),
                   mode)
-    if use_triton(residual, down):
+    if use_pyramid_kernel("pyr_level_inverse", mode, residual.numel(), residual, down):
         return _pyr_level_inverse_op(residual, down, mode.value)
     return pyr_level_inverse_reference(residual, down, mode)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import torch
 
-from .dispatch import use_triton
-from .pyr_common import PyramidMode, check_pyramid_input, check_up_size, empty_map, like_map
-from .pyr_kernels import pyr_up_backward_triton, pyr_up_triton, runs_triton
+from .pyr_common import (
+    PyramidMode,
+    check_pyramid_input,
+    check_up_size,
+    empty_map,
+    like_map,
+    runs_triton,
+    use_pyramid_kernel,
+)
 from .pyr_reference import pyr_up_backward_reference, pyr_up_reference
 
 __all__ = ["pyr_up"]
@@ -16,6 +22,8 @@ __all__ = ["pyr_up"]
 def _pyr_up_op(x: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
     """``up(x)`` at ``height x width``."""
     if runs_triton(x):
+        from .pyr_kernels import pyr_up_triton
+
         return pyr_up_triton(x, (height, width), mode)
     return like_map(pyr_up_reference(x, (height, width), mode), x)
 
@@ -29,6 +37,8 @@ def _pyr_up_fake(x: torch.Tensor, height: int, width: int, mode: str) -> torch.T
 def pyr_up_backward_op(grad: torch.Tensor, height: int, width: int, mode: str) -> torch.Tensor:
     """``up^T(grad)`` onto the ``height x width`` coarse map."""
     if runs_triton(grad):
+        from .pyr_kernels import pyr_up_backward_triton
+
         return pyr_up_backward_triton(grad, (height, width), mode)
     return like_map(pyr_up_backward_reference(grad, (height, width), mode), grad)
 
@@ -63,7 +73,8 @@ def pyr_up(
       zero padding (nearest up-sampling keeps the mean, so no gain); ``size`` must be
       ``(2h, 2w)``.
 
-    Triton on CUDA (``flowkit::pyr_up``), :func:`pyr_up_reference` elsewhere.
+    Triton (``flowkit::pyr_up``) where dispatched as in :func:`pyr_down`, else
+    :func:`pyr_up_reference`.
 
     Args:
         x: ``[N, C, h, w]`` float16/bfloat16/float32/float64, NCHW or channels-last.
@@ -86,6 +97,6 @@ def pyr_up(
     check_pyramid_input(x)
     size = (size[0], size[1])
     check_up_size((x.shape[-2], x.shape[-1]), size, mode)
-    if use_triton(x):
+    if use_pyramid_kernel("pyr_up", mode, x.shape[0] * x.shape[1] * size[0] * size[1], x):
         return _pyr_up_op(x, *size, mode.value)
     return pyr_up_reference(x, size, mode)

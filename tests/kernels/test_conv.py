@@ -8,15 +8,19 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.kernels import conv, kernels_enabled, use_kernels
+from flowkit.kernels import dispatch, use_kernels
 from flowkit.kernels.conv import (
-    CONV_KERNEL_ENV_VAR,
     Activation,
     ConvBackend,
     conv_backend,
     large_kernel_conv2d,
-    large_kernel_conv2d_backward_triton,
     large_kernel_conv2d_reference,
+)
+from flowkit.kernels.conv_triton import (
+    FWD_CONFIGS,
+    MAX_BLOCK_N,
+    WGRAD_CONFIGS,
+    large_kernel_conv2d_backward_triton,
     large_kernel_conv2d_triton,
 )
 from flowkit.kernels.dispatch import ENV_VAR
@@ -53,7 +57,12 @@ class Case:
 
 F32, BF16, F16 = torch.float32, torch.bfloat16, torch.float16
 NONE, RELU, LEAKY = Activation.NONE, Activation.RELU, Activation.LEAKY_RELU
+# The largest tiles: BLOCK_M pixels (forward and weight gradient) and BLOCK_N channels.
+MAX_M = max(t.block_m for t in (*FWD_CONFIGS.values(), *WGRAD_CONFIGS.values()))
 CASES = [
+    # larger than one tile along every grid axis (rows, W tiles, C_out tiles, wgrad splits)
+    Case(F32, 2, 6, MAX_BLOCK_N["ieee"] + 3, 3, MAX_M + 5, (3, 5), True, LEAKY),
+    Case(BF16, 2, 8, MAX_BLOCK_N["half"] // 2 + 1, 2, MAX_M + 9, (3, 3), True, NONE),
     Case(F32, 2, 4, 8, 8, 8, (3, 3), True, RELU),
     Case(F32, 1, 16, 16, 16, 16, (7, 7), False, LEAKY),
     Case(F32, 2, 5, 12, 9, 13, (7, 7), True, NONE),
@@ -152,16 +161,16 @@ def test_custom_op_opcheck() -> None:
 
 @pytest.fixture
 def on_fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Let the dispatch treat CPU tensors as if they were on CUDA (the switches still apply)."""
-    monkeypatch.setattr(conv, "use_triton", lambda *tensors: kernels_enabled())
+    """Let the dispatch treat CPU tensors as on a CUDA device (the switches still apply)."""
+    monkeypatch.setattr(dispatch, "_on_cuda", lambda tensors: True)
+    monkeypatch.setattr(dispatch, "device_capability", lambda t: "9.0")
     monkeypatch.delenv(ENV_VAR, raising=False)
-    monkeypatch.delenv(CONV_KERNEL_ENV_VAR, raising=False)
 
 
 @pytest.mark.interpreter
 @pytest.mark.usefixtures("on_fake_cuda")
 def test_forced_dispatch_runs_triton_with_autograd(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(CONV_KERNEL_ENV_VAR, "force")
+    monkeypatch.setenv(ENV_VAR, "1")
     x, w, b = (t.requires_grad_() for t in Case(F32, 2, 4, 6, 8, 8, (3, 3), True, LEAKY).tensors())
     y = large_kernel_conv2d(x, w, b, "leaky_relu", 0.2)
     assert y.is_contiguous(memory_format=torch.channels_last)  # the Triton layout
@@ -173,6 +182,9 @@ def test_forced_dispatch_runs_triton_with_autograd(monkeypatch: pytest.MonkeyPat
     torch.testing.assert_close(y.double(), ref, **tolerance(F32, 36))
     for g, e, n in zip(got, expected, (6 * 9, 128, 128), strict=True):
         torch.testing.assert_close(g.double(), e, **tolerance(F32, n))
+    with use_kernels(None):  # no table row: the reference, NCHW
+        y = large_kernel_conv2d(x, w, b, "leaky_relu", 0.2)
+    assert y.is_contiguous() and not y.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_cpu_uses_reference() -> None:
@@ -180,39 +192,6 @@ def test_cpu_uses_reference() -> None:
     assert conv_backend(x, w, b) is ConvBackend.REFERENCE
     y = large_kernel_conv2d(x, w, b, "relu")
     torch.testing.assert_close(y, large_kernel_conv2d_reference(x, w, b, "relu"), rtol=0, atol=0)
-
-
-def _entry(speedup: float, pixels: int = 64, pass_: str = "fwd_bwd") -> dict[str, object]:
-    return {"device": "cpu", "precision": "float32", "c_in": 4, "c_out": 6, "kernel": "7x7",
-            "pixels": pixels, "pass": pass_, "speedup": speedup}
-
-
-@pytest.mark.usefixtures("on_fake_cuda")
-def test_dispatch_switches(monkeypatch: pytest.MonkeyPatch) -> None:
-    x, w, _ = Case(F32, 1, 4, 6, 8, 8, (7, 7), False, NONE).tensors()
-    w.requires_grad_()
-    faster = (_entry(1.3),)
-    assert conv_backend(x, w) is ConvBackend.REFERENCE  # the shipped table is empty
-    assert conv_backend(x, w, table=faster) is ConvBackend.TRITON
-    assert conv_backend(x, w, table=(_entry(0.8),)) is ConvBackend.REFERENCE
-    assert conv_backend(x, w, table=(_entry(1.3, pixels=65),)) is ConvBackend.REFERENCE
-    assert conv_backend(x, w, table=(_entry(1.3, pass_="fwd"),)) is ConvBackend.REFERENCE
-    with torch.no_grad():
-        assert conv_backend(x, w, table=(_entry(1.3, pass_="fwd"),)) is ConvBackend.TRITON
-    with use_kernels(False):
-        assert conv_backend(x, w, table=faster) is ConvBackend.REFERENCE
-    monkeypatch.setenv(ENV_VAR, "0")
-    assert conv_backend(x, w, table=faster) is ConvBackend.REFERENCE
-    monkeypatch.setenv(CONV_KERNEL_ENV_VAR, "force")
-    assert conv_backend(x, w) is ConvBackend.REFERENCE  # FLOWKIT_KERNELS=0 wins
-    monkeypatch.setenv(ENV_VAR, "1")
-    assert conv_backend(x, w) is ConvBackend.TRITON
-    for unsupported in (w[:, :, :6, :6], w[:3], w.to(torch.float64)):
-        assert conv_backend(x.to(unsupported.dtype), unsupported) is ConvBackend.REFERENCE
-    assert conv_backend(x, w, None, "leaky_relu", -0.1) is ConvBackend.REFERENCE
-    monkeypatch.setenv(CONV_KERNEL_ENV_VAR, "always")
-    with pytest.raises(ValueError, match="'auto', 'force'"):
-        conv_backend(x, w)
 
 
 def test_reference_gradcheck_float64() -> None:

@@ -7,13 +7,16 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.kernels import coupling, kernels_enabled, use_kernels
+from flowkit.kernels import coupling, dispatch, use_kernels
 from flowkit.kernels.coupling import (
-    affine_coupling_backward_triton,
     affine_coupling_forward,
     affine_coupling_forward_reference,
     affine_coupling_inverse,
     affine_coupling_inverse_reference,
+)
+from flowkit.kernels.coupling_triton import (
+    BLOCK,
+    affine_coupling_backward_triton,
     affine_coupling_triton,
 )
 from flowkit.kernels.dispatch import ENV_VAR
@@ -46,6 +49,11 @@ def make(layout: str, dtype: torch.dtype, shape=SHAPE) -> tuple[torch.Tensor, to
     if layout == "channels_last":
         x, h = (t.contiguous(memory_format=torch.channels_last) for t in (x, h))
     return x.to(dtype), h.to(dtype)
+
+
+def test_shape_spans_more_than_one_tile_on_both_grid_axes() -> None:
+    """A grid that drops all but its first program must fail the kernel tests."""
+    assert SHAPE[1] * SHAPE[2] * SHAPE[3] > BLOCK and SHAPE[0] > 1
 
 
 def reference(reverse: bool):
@@ -172,9 +180,10 @@ def op_calls(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
         calls.append(reverse)
         return real(u, h, clamp, clamp_fn, reverse)
 
-    monkeypatch.setattr(coupling, "use_triton", lambda *tensors: kernels_enabled())
+    monkeypatch.setattr(dispatch, "_on_cuda", lambda tensors: True)
+    monkeypatch.setattr(dispatch, "device_capability", lambda t: "9.0")
     monkeypatch.setattr(coupling, "_coupling_op", spy)
-    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.setenv(ENV_VAR, "1")
     return calls
 
 
@@ -186,6 +195,8 @@ def test_dispatch_switches(op_calls: list[bool], monkeypatch: pytest.MonkeyPatch
     assert op_calls == [False, True]
     torch.testing.assert_close(x_rec, x, rtol=1e-5, atol=1e-6)
     with use_kernels(False):
+        affine_coupling_forward(x, h, 2.0)
+    with use_kernels(None):  # the shipped table has no rows: the reference
         affine_coupling_forward(x, h, 2.0)
     monkeypatch.setenv(ENV_VAR, "0")
     affine_coupling_inverse(y, h, 2.0)

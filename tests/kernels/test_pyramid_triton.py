@@ -5,10 +5,11 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.kernels import pyr_down as pyr_down_module
+from flowkit.kernels import dispatch, use_kernels
 from flowkit.kernels import pyr_level as pyr_level_module
-from flowkit.kernels import pyr_up as pyr_up_module
 from flowkit.kernels.pyr_kernels import (
+    BLOCK_H,
+    BLOCK_W,
     pyr_down_backward_triton,
     pyr_down_triton,
     pyr_level_backward_triton,
@@ -171,10 +172,12 @@ def test_custom_ops_opcheck(mode):
 
 @pytest.mark.parametrize("mode", MODES)
 def test_public_functions_take_the_custom_ops_when_triton_is_selected(mode, monkeypatch):
-    """With ``use_triton`` true (as on CUDA) the public functions run the custom ops, whose
-    autograd runs the Triton backward kernels: values and gradients match the references."""
-    for module in (pyr_down_module, pyr_up_module, pyr_level_module):
-        monkeypatch.setattr(module, "use_triton", lambda *tensors: True)
+    """Forced on (as ``FLOWKIT_KERNELS=1`` on CUDA) the public functions run the custom ops, whose
+    autograd runs the Triton backward kernels: values and gradients match the references.
+    Without a table row they do not."""
+    monkeypatch.setattr(dispatch, "_on_cuda", lambda tensors: True)
+    monkeypatch.setattr(dispatch, "device_capability", lambda t: "9.0")
+    monkeypatch.setenv("FLOWKIT_KERNELS", "1")
     calls = []
     original = pyr_level_module._pyr_level_op
     monkeypatch.setattr(pyr_level_module, "_pyr_level_op",
@@ -195,3 +198,33 @@ def test_public_functions_take_the_custom_ops_when_triton_is_selected(mode, monk
     expected = _autograd(lambda t: pipeline(reference, t), [x], grad)
     assert len(calls) == 1
     assert_close(actual[0], expected[0])
+    with use_kernels(None):  # the shipped table has no rows
+        _autograd(lambda t: pipeline(public, t), [x], grad)
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("mode", MODES)
+def test_kernels_on_maps_of_several_tiles(mode, dtype):
+    """Every output of every kernel spans more than one tile along each grid axis (planes,
+    rows, columns): a launch that dropped all but its first program would leave garbage."""
+    fine = (2 * 2 * BLOCK_H + 3, 2 * 2 * BLOCK_W + 5)  # coarse maps > 2 tiles too
+    if mode is PYRAMIDFLOW:
+        fine = (fine[0] + 1, fine[1] + 1)
+    x = torch.randn(2, 2, *fine, dtype=dtype)
+    residual, down, argmax = pyr_level_triton(x, mode)
+    assert down.shape[-2] > BLOCK_H and down.shape[-1] > BLOCK_W
+    expected_residual, expected_down = pyr_level_reference(x, mode)
+    assert_close(residual, expected_residual)
+    assert_close(down, expected_down)
+    grads = (torch.randn_like(residual), torch.randn_like(down))
+    (expected,) = _autograd(lambda t: pyr_level_reference(t, mode), [x], grads)
+    assert_close(pyr_level_backward_triton(*grads, argmax, mode), expected)
+    assert_close(pyr_level_inverse_triton(residual, down, mode),
+                 pyr_level_inverse_reference(residual, down, mode))
+    (expected_down_t,) = _autograd(lambda t: pyr_down_reference(t, mode), [x], grads[1])
+    assert_close(pyr_down_backward_triton(grads[1], argmax, fine, mode), expected_down_t)
+    up = pyr_up_triton(down, fine, mode)
+    assert_close(up, pyr_up_reference(down, fine, mode))
+    (expected_up_t,) = _autograd(lambda t: pyr_up_reference(t, fine, mode), [down], grads[0])
+    assert_close(pyr_up_backward_triton(grads[0], tuple(down.shape[-2:]), mode), expected_up_t)
