@@ -4,6 +4,7 @@ from .actnorm import ActNorm
 from .conv1x1 import InvConv1x1
 from .coupling import AdditiveCoupling, AffineCoupling, SubnetConstructor
 from .cross_scale import CouplingHalf, CrossConvolutions, CrossScaleBlock, CrossScaleCoupling
+from .elementwise import ElementwiseAffine, Logit
 from .mlp import MLPSubnet
 from .permute import Permute, Reverse
 from .pyramid import LaplacianPyramid
@@ -23,9 +24,11 @@ __all__ = [
     "CrossConvolutions",
     "CrossScaleBlock",
     "CrossScaleCoupling",
+    "ElementwiseAffine",
     "HaarDownsample",
     "InvConv1x1",
     "LaplacianPyramid",
+    "Logit",
     "MLPSubnet",
     "Permute",
     "PyramidCoupling",

@@ -69,6 +69,9 @@ EXTRA = [
         ),
         min_channels=2,
     ),
+    # Logit is not here: its domain is bounded, and the catalogue's inputs are normal;
+    # tests/flowkit/layers/test_elementwise.py runs the same checks on data in [0, 1].
+    Entry("ElementwiseAffine", lambda c: layers.ElementwiseAffine((c, 1, 1))),
     Entry("glow-2-levels", lambda c: flowkit.glow(c, levels=2, steps=1, hidden=4), multiple_of=4),
 ]
 
