@@ -72,7 +72,8 @@ setup(
         "export": EXPORT,
         # memcnn is compared too where it imports, but it requires torchvision: install it
         # with `pip install --no-deps memcnn`.
-        "bench": ["revlib>=1.7.2"],
+        # zuko: benchmarks/density.py's reference spline flow (needs only torch and numpy).
+        "bench": ["revlib>=1.7.2", "zuko>=1.0"],
     },
     entry_points={"console_scripts": ["flowkit = flowkit.models.cli:main"]},
 )
