@@ -107,6 +107,28 @@ class Sequential(Flow):
     def conditional(self) -> bool:  # type: ignore[override]
         return any(block.conditional for block in self.blocks)
 
+    def chain(self, prefix: str = "") -> tuple[list[Flow], list[str]]:
+        """The blocks with nested Sequentials expanded, and their positions (``"2"``, ``"2.0"``).
+
+        What the memory-saving engine walks: a nested Sequential's blocks each replay with
+        their own random state and fused rebuild. A subclass that changes ``forward`` or
+        ``rebuild`` stays one block.
+        """
+        blocks: list[Flow] = []
+        names: list[str] = []
+        for index, block in enumerate(self.blocks):
+            name = f"{prefix}{index}"
+            if isinstance(block, Sequential) and type(block).forward is Sequential.forward and (
+                type(block).rebuild is Flow.rebuild
+            ):
+                inner, inner_names = block.chain(f"{name}.")
+                blocks += inner
+                names += inner_names
+            else:
+                blocks.append(block)
+                names.append(name)
+        return blocks, names
+
     def __len__(self) -> int:
         return len(self.blocks)
 

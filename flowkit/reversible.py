@@ -5,7 +5,9 @@ without recording and saves only the final output (and a reference to the chain'
 the drift guard). Its backward walks the blocks in reverse: each block rebuilds its input from
 its output (:meth:`flowkit.Flow.rebuild`: ``inverse``, then a replay of ``forward`` with
 autograd recording, or a fused step in coupling layers), and the gradient is backpropagated
-through that block alone. Activation memory is that of one block.
+through that block alone. Activation memory is that of one block. Nested Sequentials are walked
+block by block (composition is associative), so each of their blocks replays with its own
+random state and its own fused rebuild.
 
 Guarantees, each tested against plain autograd:
 - the context (conditioning input) is an input of the ``autograd.Function``: its gradient,
@@ -96,11 +98,14 @@ class DriftReport:
         local: the block's own inverse applied to its true output (its own error, before any
             amplification by the blocks before it).
         tolerance: the relative drift tolerated (see :func:`default_drift_tolerance`).
+        names: each block's position, ``"3"`` or, for a block of a nested Sequential (the
+            engine walks nested Sequentials block by block), ``"3.1"``.
     """
 
     rebuilt: list[float]
     local: list[float]
     tolerance: float = 0.0
+    names: list[str] = field(default_factory=list)
 
     def worst_block(self) -> int | None:
         """The block where the rebuild left the truth: the first, counted from the end, whose
@@ -137,6 +142,8 @@ class _Run:
     """What one memory-saving forward leaves for its backward (no activations)."""
 
     sequential: torch.nn.Module
+    blocks: list[nn.Module]
+    names: list[str]
     input_is_tuple: bool
     n_state: int
     context: Context
@@ -203,7 +210,7 @@ def _buffers_kept(module: nn.Module) -> Iterator[None]:
 
 
 def _block_name(run: _Run, index: int) -> str:
-    return f"block {index} ({type(run.sequential.blocks[index]).__name__})"
+    return f"block {run.names[index]} ({type(run.blocks[index]).__name__})"
 
 
 def _sequence_marker() -> int:
@@ -290,13 +297,13 @@ class _ReversibleChain(torch.autograd.Function):
         )
         input_ids = {id(t) for t in inputs}
         logdet = zero_logdet(state)
-        for index, block in enumerate(run.sequential.blocks):
+        for index, block in enumerate(run.blocks):
             if run.sequential.preserve_rng_state:
                 run.rng.append(_RngState.capture(run.cuda_devices))
             state, block_logdet = block(state, **context_kwargs(block, context))
             logdet = logdet + block_logdet
             if run.debug:
-                check_finite(state, logdet, f"block {index} ({type(block).__name__})")
+                check_finite(state, logdet, _block_name(run, index))
         # An output that aliases an input or is a view would confuse autograd's bookkeeping.
         outputs = tuple(
             t.clone() if id(t) in input_ids or t._is_view() else t for t in state_tensors(state)
@@ -333,7 +340,7 @@ class _ReversibleChain(torch.autograd.Function):
         context_grads: list[Tensor | None] = [None] * len(context_wrt)
         grad_state, grad_logdet = list(grads[:-1]), grads[-1]
         state = output
-        blocks = run.sequential.blocks
+        blocks = run.blocks
         for index in reversed(range(len(blocks))):
             block = blocks[index]
             with _buffers_kept(block):
@@ -405,7 +412,7 @@ def _drift_report(run: _Run, true_input: State, output: State, context: Context,
 
     Keeps every block's state: run only in debug mode or once the guard has fired.
     """
-    blocks = run.sequential.blocks
+    blocks = run.blocks
     true_states = [true_input]
     with torch.no_grad(), recomputing():
         for index, block in enumerate(blocks):
@@ -422,7 +429,7 @@ def _drift_report(run: _Run, true_input: State, output: State, context: Context,
                 own = block.inverse(true_states[index + 1], **kwargs)
             rebuilt[index] = float(_relative_drift(state_tensors(state), truth))
             local[index] = float(_relative_drift(state_tensors(own), truth))
-    return DriftReport(rebuilt, local, tolerance)
+    return DriftReport(rebuilt, local, tolerance, list(run.names))
 
 
 def _guard_drift(run: _Run, rebuilt: tuple[Tensor, ...], true_input: tuple[Tensor, ...],
@@ -471,8 +478,11 @@ def reversible_forward(
         device: (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         for device in _AUTOCAST_DEVICES
     }
+    blocks, names = sequential.chain()
     run = _Run(
         sequential=sequential,
+        blocks=blocks,
+        names=names,
         input_is_tuple=not isinstance(x, Tensor),
         n_state=len(tensors),
         context=context,

@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flowkit.testing import check_flow, perturb_parameters_
+from flowkit.testing import check_flow, check_memory_saving, perturb_parameters_
 from flowkit.testing import strategies as fst
 
 from .catalogue import CATALOGUE, Entry
@@ -44,3 +44,20 @@ def test_check_flow_leaves_the_layer_untouched(entry: Entry) -> None:
     check_flow(flow, x, rtol=1e-4)
     for key, value in flow.state_dict().items():
         assert torch.equal(value, before[key]), key
+
+
+MEMORY_SAVING = [entry for entry in CATALOGUE if "memory-saving" in entry.name]
+
+
+@pytest.mark.parametrize("entry", MEMORY_SAVING, ids=lambda e: e.name)
+@settings(max_examples=5, deadline=None)
+@given(data=st.data(), seed=fst.seeds(), dtype=fst.dtypes())
+def test_memory_saving_entries_run_the_engine_and_train_as_plain_autograd(
+    entry: Entry, data: st.DataObject, seed: int, dtype
+) -> None:
+    x = _input(entry, data, dtype)
+    channels = (x if isinstance(x, torch.Tensor) else x[0]).shape[1]
+    torch.manual_seed(seed)
+    flow = perturb_parameters_(entry.build(channels), scale=0.2, seed=seed)
+    report = check_memory_saving(flow, x, seed=seed)
+    assert report.param_grad_error is not None

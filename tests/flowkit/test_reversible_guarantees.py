@@ -202,3 +202,110 @@ def test_the_guard_warns_when_asked_and_takes_a_tolerance() -> None:
         flowkit.Sequential(layers.ActNorm(4), on_drift="ignore")
     with pytest.raises(ValueError, match="drift_tolerance"):
         flowkit.Sequential(layers.ActNorm(4), drift_tolerance=-1.0)
+
+
+def coupling_flow(kind: str) -> tuple[flowkit.Sequential, object, object]:
+    """A memory-saving stack with three couplings of ``kind``, an input and a context."""
+    torch.manual_seed(0)
+    if kind.startswith("pyramid"):
+        pyramid = kind.split("-")[1]
+        blocks = [layers.PyramidCoupling(pyramid, 0, 3, 2, kernel_size=3) for _ in range(3)]
+        x = tuple(torch.randn(2, 2, 8 >> k, 8 >> k) for k in range(3))
+        return flowkit.Sequential(*blocks, memory_saving=True), x, None
+    if kind == "cross-scale":
+        blocks = [*layers.CrossScaleBlock(4, hidden=6), layers.CrossScaleCoupling(4, hidden=6)]
+        x = tuple(torch.randn(2, 4, 8 >> k, 8 >> k) for k in range(3))
+        return flowkit.Sequential(*blocks, memory_saving=True), x, None
+    coupling = layers.AffineCoupling if kind.startswith("affine") else layers.AdditiveCoupling
+    context_channels = 3 if kind.endswith("context") else 0
+    blocks = []
+    for _ in range(3):
+        blocks += [
+            coupling(4, lambda a, b: layers.ConvSubnet(a, b, 6), context_channels=context_channels),
+            layers.InvConv1x1(4),
+        ]
+    context = torch.randn(2, 3, requires_grad=True) if context_channels else None
+    # nested: the engine walks a nested Sequential block by block, with the fused rebuilds
+    flow = flowkit.Sequential(blocks[0], flowkit.Sequential(*blocks[1:]), memory_saving=True)
+    return flow, torch.randn(2, 4, 5, 5, requires_grad=True), context
+
+
+@pytest.mark.parametrize(
+    "kind",
+    ["affine", "affine-context", "additive", "additive-context", "pyramid-up", "pyramid-down",
+     "pyramid-dual", "cross-scale"],
+)
+def test_backward_evaluates_each_coupling_subnet_exactly_once(kind: str) -> None:
+    flow, x, context = coupling_flow(kind)
+    perturb_parameters_(flow, 0.1)
+    couplings = [m for m in flow.modules() if hasattr(m, "subnet")]
+    assert len(couplings) == 3
+    for coupling in couplings:
+        # the fused rebuild, not the default inverse-then-forward (which evaluates it twice)
+        assert type(coupling).rebuild is not flowkit.Flow.rebuild
+    calls = {id(c.subnet): 0 for c in couplings}
+
+    def count(module: nn.Module, args, output) -> None:
+        calls[id(module)] += 1
+
+    hooks = [c.subnet.register_forward_hook(count) for c in couplings]
+    y, logdet = flow(x, **({} if context is None else {"context": context}))
+    assert list(calls.values()) == [1, 1, 1]
+    calls.update(dict.fromkeys(calls, 0))
+    loss_of(y, logdet).backward()
+    for hook in hooks:
+        hook.remove()
+    assert list(calls.values()) == [1, 1, 1], "backward must evaluate each subnet once"
+
+
+def test_dropout_in_a_nested_sequential_replays_the_same_masks() -> None:
+    def dropout_stack(depth: int) -> list[flowkit.Flow]:
+        subnet = lambda a, b: layers.ConvSubnet(a, b, 8, dropout=0.5)  # noqa: E731
+        return [layers.AffineCoupling(4, subnet) for _ in range(depth)]
+
+    torch.manual_seed(0)
+    plain = perturb_parameters_(flowkit.Sequential(
+        flowkit.Sequential(*dropout_stack(2)), layers.Reverse(4),
+        flowkit.Sequential(*dropout_stack(2), memory_saving=True),
+        # Parallel rebuilds by inverse then forward: the random state must restart in between
+        flowkit.Split([2, 2]), flowkit.Parallel(flowkit.Identity(), layers.ActNorm(2)),
+    ), 0.1).double()
+    plain[2].memory_saving = False
+    saving = copy.deepcopy(plain)
+    saving.memory_saving = saving[2].memory_saving = True
+    x = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    for flow in (plain, saving):
+        torch.manual_seed(123)
+        run(flow, x)
+    assert_same_gradients(plain, saving, EXACT)
+
+
+class DropoutScale(flowkit.Flow):
+    """``y = x * (1 + 0.5 * mask)`` with a fresh dropout mask: exact only with the same mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor(1.3))
+
+    def _factor(self, x: Tensor) -> Tensor:
+        mask = torch.nn.functional.dropout(torch.ones_like(x[:1]), 0.5, self.training)
+        return self.weight * (1 + 0.5 * mask)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        factor = self._factor(x)
+        return x * factor, factor.log().flatten(1).sum(1).expand(x.shape[0])
+
+    def inverse(self, y: Tensor) -> Tensor:
+        return y / self._factor(y)
+
+
+def test_the_default_rebuild_restarts_the_random_state_between_inverse_and_forward() -> None:
+    torch.manual_seed(0)
+    plain = flowkit.Sequential(DropoutScale(), layers.Reverse(4), DropoutScale()).double()
+    saving = copy.deepcopy(plain)
+    saving.memory_saving = True
+    x = torch.randn(2, 4, 3, 3, dtype=torch.float64)
+    for flow in (plain, saving):
+        torch.manual_seed(5)
+        run(flow, x)
+    assert_same_gradients(plain, saving, EXACT)
