@@ -17,6 +17,7 @@ from ..core import (
     Rebuilt,
     State,
     check_no_context,
+    context_tensors,
     recomputing,
     restart_replay_rng,
     zero_logdet,
@@ -37,10 +38,10 @@ class RevNetBlock(Flow):
     Jacobian is unit-triangular twice over: ``log|det J| = 0`` exactly, and it is a valid
     (volume-preserving) flow for densities too.
 
-    Memory-saving rebuild: the inverse needs ``G(y1)`` then ``F(x2)``, the replay ``F(x2)`` then
-    ``G(y1)``. ``F(x2)`` is evaluated once, recorded, and serves both (the rebuilt ``x1`` is
-    ``y1`` minus its value); ``G`` runs twice, once without recording to recover ``x2`` and once
-    recorded in the replay: 3 network evaluations instead of the default rebuild's 4.
+    Memory-saving rebuild (the paper's backward, Algorithm 1): ``G(y1)`` is evaluated once,
+    recorded, on a leaf copy of ``y1`` and recovers ``x2``; ``F(x2)``, recorded, recovers
+    ``x1`` and replays ``y1``; ``G``'s recorded graph is then grafted onto the replayed ``y1``.
+    Each network runs once in backward (2 evaluations; the default inverse-then-replay needs 4).
 
     Limits: ``F`` and ``G`` must be deterministic given their input (no dropout): the inverse
     evaluates ``G`` before ``F``, the opposite of the forward, so random numbers cannot be
@@ -131,22 +132,52 @@ class RevNetBlock(Flow):
         return torch.cat([x1, x2], dim=1)
 
     def rebuild(self, y: State, context: Context = None) -> Rebuilt:
-        """Invert and replay with ``F`` evaluated once (see the class doc)."""
+        """Invert and replay with each network evaluated once (see the class doc)."""
         y1, y2 = self._split(y)
-        with torch.no_grad(), recomputing():
-            x2 = y2 - self._run(self.g, "g", y1, y2, context)
-        x2 = x2.requires_grad_()
         restart_replay_rng()
         with torch.enable_grad(), recomputing():
+            y1_leaf = y1.detach().requires_grad_()
+            gy1 = self._run(self.g, "g", y1_leaf, y2, context)
+            x2 = (y2 - gy1.detach()).requires_grad_()
             fx2 = self._run(self.f, "f", x2, y1, context)
             x1 = (y1 - fx2.detach()).requires_grad_()
             y1_replayed = x1 + fx2
-            y2_replayed = x2 + self._run(self.g, "g", y1_replayed, x2, context)
+            # G's graph was recorded on a leaf copy of y1; graft it onto the replayed y1.
+            extra = [p for p in self.g.parameters() if p.requires_grad]
+            extra += [t for t in context_tensors(context) if t.requires_grad]
+            y2_replayed = x2 + _Graft.apply(y1_replayed, y1_leaf, gy1, *extra)
             outputs = torch.cat([y1_replayed, y2_replayed], dim=1)
         return Rebuilt(
             inputs=torch.cat([x1.detach(), x2.detach()], dim=1),
             outputs=outputs,
             logdet=zero_logdet(y1),
-            leaves=(x1, x2),
-            merge=lambda grads: [torch.cat(grads, dim=1)],
+            leaves=(x1, x2, y1_leaf),
+            merge=lambda grads: [torch.cat(grads[:2], dim=1)],
         )
+
+
+class _Graft(torch.autograd.Function):
+    """``G(y1_replayed)`` from the graph of ``G(y1_leaf)``, recorded on a leaf of equal value.
+
+    Backward backpropagates the incoming gradient through that recorded graph: the gradient of
+    ``y1_leaf`` goes to ``y1_replayed`` (so on into ``F`` and ``x1``), and those of ``G``'s
+    parameters and the context (the ``extra`` inputs) are returned as this node's own. The
+    recorded graph is an input of this node, so graph walks (the engine's check for outside
+    tensors) still see everything ``G`` read.
+    """
+
+    @staticmethod
+    def forward(ctx, y1_replayed: Tensor, y1_leaf: Tensor, gy1: Tensor, *extra: Tensor) -> Tensor:
+        ctx.save_for_backward(y1_leaf, gy1, *extra)
+        return gy1.detach().clone()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        y1_leaf, gy1, *extra = ctx.saved_tensors
+        with torch.enable_grad():
+            # retain_graph: the outer backward still visits the recorded graph (with no
+            # gradient, as this node returns none for it) after this call.
+            grads = torch.autograd.grad(
+                gy1, [y1_leaf, *extra], grad, retain_graph=True, allow_unused=True
+            )
+        return (grads[0], None, None, *grads[1:])
