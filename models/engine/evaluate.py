@@ -17,7 +17,17 @@ from flowkit import __version__
 
 from ..base import AnomalyModel
 from ..data import Item
-from ..metrics import DEFAULT_FPR_LIMIT, aupro, image_auroc, legacy_pro, pixel_auroc
+from ..metrics import (
+    DEFAULT_FPR_LIMIT,
+    aupro,
+    image_aupr,
+    image_auroc,
+    image_f1_max,
+    legacy_pro,
+    pixel_aupr,
+    pixel_auroc,
+    pixel_f1_max,
+)
 from .files import write_json
 
 __all__ = [
@@ -35,7 +45,13 @@ AUPRO_KEY = f"aupro_{DEFAULT_FPR_LIMIT}"
 
 METRIC_LABELS = {
     "image_auroc": "image AUROC",
+    "image_aupr": "image AUPR (average precision)",
+    "image_f1_max": "image F1-max",
+    "image_f1_threshold": "image F1-max threshold (test set)",
     "pixel_auroc": "pixel AUROC",
+    "pixel_aupr": "pixel AUPR (average precision)",
+    "pixel_f1_max": "pixel F1-max",
+    "pixel_f1_threshold": "pixel F1-max threshold (test set)",
     AUPRO_KEY: f"AUPRO@{DEFAULT_FPR_LIMIT} (MVTec protocol)",
     "legacy_pro": "legacy full-range PRO (PyramidFlow paper's 'AUPRO')",
 }
@@ -125,7 +141,11 @@ def compute_metrics(evaluation: Evaluation) -> dict[str, float]:
     maps, masks = evaluation.maps, evaluation.masks
     values = (
         image_auroc(evaluation.scores, evaluation.labels),
+        image_aupr(evaluation.scores, evaluation.labels),
+        *image_f1_max(evaluation.scores, evaluation.labels),  # the F1 and its threshold
         pixel_auroc(maps, masks),
+        pixel_aupr(maps, masks),
+        *pixel_f1_max(maps, masks),
         aupro(maps, masks, DEFAULT_FPR_LIMIT),
         legacy_pro(maps, masks),
     )
