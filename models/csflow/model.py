@@ -26,7 +26,7 @@ from flowkit.kernels.choice import Choice
 from flowkit.layers import CrossScaleBlock, Permute
 
 from ..base import AnomalyModel, OptimizerSettings, register_model
-from .features import Backbone, MultiScaleFeatures
+from .features import PAPER_STRIDE, Backbone, MultiScaleFeatures
 
 __all__ = ["CSFlow", "MapMode", "nll_loss"]
 
@@ -91,6 +91,8 @@ class CSFlow(AnomalyModel):
             ``"efficientnet-b5"`` (the paper's; weights from ``backbone_weights``) or
             ``"random"`` (tests and smoke runs only). See :mod:`.features`.
         backbone_weights: local state-dict file of the backbone (required for B5).
+        feature_stride: 32 (the paper's block, the end of the stride-32 stage) or 16 (the end
+            of the stride-16 stage: maps twice as fine).
         hidden: hidden channels of the cross-convolution subnets (1024 in the paper).
         num_blocks: CS-Flow blocks (4 in the paper).
         kernel_size: kernel of the subnets' convolutions (3 in the paper).
@@ -110,6 +112,7 @@ class CSFlow(AnomalyModel):
         self,
         backbone: str = Backbone.LITE0.value,
         backbone_weights: str | None = None,
+        feature_stride: int = PAPER_STRIDE,
         hidden: int = CPU_HIDDEN,
         num_blocks: int = 4,
         kernel_size: int = 3,
@@ -125,11 +128,12 @@ class CSFlow(AnomalyModel):
                 raise ValueError(f"CSFlow needs an integer {name} >= {least}, got {value!r}")
         super().__init__(
             backbone=Backbone(backbone).value, backbone_weights=backbone_weights,
-            hidden=hidden, num_blocks=num_blocks, kernel_size=kernel_size,
+            feature_stride=feature_stride, hidden=hidden, num_blocks=num_blocks,
+            kernel_size=kernel_size,
             last_kernel_size=last_kernel_size, clamp=clamp, map_mode=MapMode(map_mode).value,
             memory_saving=memory_saving, feature_cache=feature_cache,
         )
-        self.features = MultiScaleFeatures(backbone, backbone_weights, SCALES)
+        self.features = MultiScaleFeatures(backbone, backbone_weights, SCALES, feature_stride)
         self.map_mode = MapMode(map_mode)
         channels = self.features.channels
         layers: list[flowkit.Flow] = []
@@ -144,7 +148,7 @@ class CSFlow(AnomalyModel):
         self._cache: OrderedDict[bytes, tuple[Tensor, ...]] = OrderedDict()
 
     def size_multiple(self) -> int:
-        """The backbone stride times ``2^(scales - 1)``: 128, so every scale's map halves."""
+        """The feature stride times ``2^(scales - 1)`` (64 or 128): every scale's map halves."""
         return self.features.size_multiple()
 
     def optimizer_settings(self) -> OptimizerSettings:

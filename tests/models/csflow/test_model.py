@@ -65,12 +65,17 @@ def test_features_are_extracted_once_per_training_image() -> None:
     assert len(calls) == 3 * 3 and len(model._cache) == 4
 
 
-def test_lite0_features_have_the_expected_shapes_and_are_deterministic() -> None:
-    features = MultiScaleFeatures("efficientnet-lite0")
+@pytest.mark.parametrize(("stride", "channels"), [(32, 192), (16, 112)])
+def test_lite0_features_have_the_expected_shapes_and_are_deterministic(
+    stride: int, channels: int
+) -> None:
+    features = MultiScaleFeatures("efficientnet-lite0", stride=stride)
+    assert features.size_multiple() == 4 * stride
     images = torch.rand(2, 3, 128, 128)
     first = features(images)
-    assert [tuple(f.shape) for f in first] == [(2, 192, 4, 4), (2, 192, 2, 2), (2, 192, 1, 1)]
-    again = MultiScaleFeatures("efficientnet-lite0")(images)
+    n = 128 // stride
+    assert [tuple(f.shape) for f in first] == [(2, channels, n >> k, n >> k) for k in range(3)]
+    again = MultiScaleFeatures("efficientnet-lite0", stride=stride)(images)
     for a, b in zip(first, again, strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
     features.train()
@@ -96,7 +101,11 @@ def test_clear_errors(tmp_path, monkeypatch) -> None:
     with pytest.raises(ValueError, match="unknown backbone"):
         CSFlow(backbone="resnet")
     with pytest.raises(ValueError, match="multiple of 128.*use 128 or 256"):
-        tiny().check_image_size(200, 256)
+        tiny(feature_stride=32).check_image_size(200, 256)
+    with pytest.raises(ValueError, match="multiple of 64.*use 192 or 256"):
+        tiny(feature_stride=16).check_image_size(200, 256)
+    with pytest.raises(ValueError, match=r"feature stride must be one of \(16, 32\)"):
+        tiny(feature_stride=8)
     monkeypatch.setitem(sys.modules, "efficientnet_lite_pytorch", None)  # not installed
     with pytest.raises(ImportError, match=r"pip install 'flowkit\[csflow\]'"):
         CSFlow()
