@@ -28,6 +28,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+import torch
+
 from .choice import Choice
 
 __all__ = [
@@ -48,6 +50,7 @@ TABLE_DIR = Path(__file__).parent / "dispatch_tables"
 
 _MIN_LOG2 = 14
 _MAX_LOG2 = 28
+_SYMBOLIC_SIZE_CLASS = "n=symbolic"
 
 
 class OpFamily(Choice):
@@ -194,6 +197,8 @@ def size_class(numel: int) -> str:
         >>> size_class(2 * 16 * 256 * 256), size_class(1)
         ('n<=2^22', 'n<=2^14')
     """
+    if isinstance(numel, torch.SymInt):  # a dynamic size being traced (torch.export):
+        return _SYMBOLIC_SIZE_CLASS  # no row has it, so the reference runs, size unfixed
     log2 = max(_MIN_LOG2, math.ceil(math.log2(max(numel, 1))))
     log2 += log2 % 2
     return f"n>2^{_MAX_LOG2}" if log2 > _MAX_LOG2 else f"n<=2^{log2}"

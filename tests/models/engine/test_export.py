@@ -94,6 +94,20 @@ def _runner(path: Path, fmt: str) -> Callable[[Tensor], tuple[Tensor, ...]]:
     return torch.export.load(str(path)).module()
 
 
+def _flowkit_ops(path: Path, fmt: str) -> set[str]:
+    """The operations of flowkit's own (``torch.library``) in the written program."""
+    if fmt == "onnx":
+        import onnx
+
+        graph = onnx.load(str(path)).graph
+        return {f"{n.domain}::{n.op_type}" for n in graph.node if n.domain not in ("", "ai.onnx")}
+    if fmt == "torchscript":
+        graph = torch.jit.load(str(path)).inlined_graph
+        return {node.kind() for node in graph.nodes() if node.kind().startswith("flowkit::")}
+    graph = torch.export.load(str(path)).graph
+    return {str(node.target) for node in graph.nodes if "flowkit" in str(node.target)}
+
+
 def _assert_matches(run: Callable[[Tensor], tuple[Tensor, ...]], model: AnomalyModel,
                     images: Tensor) -> None:
     """The program's maps and scores equal the model's to :data:`TOLERANCE` of their scale."""
@@ -106,7 +120,7 @@ def _assert_matches(run: Callable[[Tensor], tuple[Tensor, ...]], model: AnomalyM
         torch.testing.assert_close(actual, expected, rtol=0, atol=TOLERANCE * scale)
 
 
-@pytest.fixture(scope="module", params=[TINY])
+@pytest.fixture(scope="module", params=[*MODELS, TINY])
 def exported_runs(request, tmp_path_factory, tiny_run) -> tuple[AnomalyModel, int, dict]:
     """A run of each model exported in every format: the model, its size, the files."""
     if request.param == TINY:
@@ -128,6 +142,7 @@ def test_exported_program_matches_flowkit_at_any_batch_size(exported_runs, fmt: 
     model, size, files = exported_runs
     assert files[fmt] == default_export_path(files[fmt].parents[1], fmt) and files[fmt].is_file()
     run = _runner(files[fmt], fmt)
+    assert not _flowkit_ops(files[fmt], fmt), "the program needs flowkit's custom ops"
 
     @settings(max_examples=4)
     @given(st.sampled_from([1, 3, 2, 5]), st.integers(0, 2**16))
