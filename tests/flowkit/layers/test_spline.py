@@ -155,3 +155,27 @@ def test_conditional_coupling_memory_saving_routes_the_context_gradient() -> Non
     torch.testing.assert_close(plain.inverse(y.detach(), context=context), x)
     x_grad, context_grad, *_ = assert_saving_matches_plain(plain, x, context)
     assert context_grad.abs().max() > 0
+
+
+class Constant(nn.Module):
+    """A subnet that outputs a fixed tensor of parameters, whatever its input."""
+
+    def __init__(self, h: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("h", h)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.h.expand(x.shape[0], -1)
+
+
+def test_subnet_output_is_parameter_major() -> None:
+    # Documented layout: the raw widths of every active channel, then the heights, then the
+    # derivatives. Output 1 is then active channel 1's first width (channel-major: ch. 0's).
+    bins, active = 4, 3
+    h = torch.zeros(1, (3 * bins - 1) * active, dtype=torch.float64)
+    h[0, 1] = 3.0
+    layer = RQSplineCoupling(2 * active, lambda i, o: Constant(h), bins=bins).double()
+    x = torch.linspace(-2, 2, 7, dtype=torch.float64).repeat(2 * active, 1).T.contiguous()
+    y, _ = layer(x)
+    changed = (y - x).abs().amax(0)[active:]
+    assert changed[1] > 0.01 and changed[0] < 1e-12 and changed[2] < 1e-12
