@@ -142,3 +142,35 @@ def test_an_outside_tensor_read_by_either_network_is_refused_by_name(branch: str
     y, _ = flow(torch.randn(2, 4, 3, 3))
     with pytest.raises(RuntimeError, match="depends on .* of shape \\(1, 2, 1, 1\\)"):
         y.sum().backward()
+
+
+class TokenMixer(nn.Module):
+    """A transformer sub-block on ``[B, C, L]`` token maps: attention, or an MLP, with LayerNorm."""
+
+    def __init__(self, width: int, attention: bool) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.attention = nn.MultiheadAttention(width, 2, batch_first=True) if attention else None
+        self.mlp = nn.Sequential(nn.Linear(width, 2 * width), nn.GELU(),
+                                 nn.Linear(2 * width, width))
+
+    def forward(self, x: Tensor) -> Tensor:
+        tokens = self.norm(x.transpose(1, 2))
+        if self.attention is not None:
+            out = self.attention(tokens, tokens, tokens, need_weights=False)[0]
+        else:
+            out = self.mlp(tokens)
+        return out.transpose(1, 2)
+
+
+def test_a_reversible_transformer_stack_trains_with_memory_saving() -> None:
+    def stack(depth: int) -> flowkit.Sequential:
+        return flowkit.Sequential(*(
+            RevNetBlock(8, TokenMixer(4, attention=True), TokenMixer(4, attention=False))
+            for _ in range(depth)
+        )).double()
+
+    x = torch.randn(3, 8, 5, dtype=torch.float64)
+    assert_saving_matches_plain(stack(4), x)
+    shallow, deep = saving_copy(stack(2)), saving_copy(stack(12))
+    assert saved_bytes(deep, x.requires_grad_()) <= 1.1 * saved_bytes(shallow, x)
