@@ -1,7 +1,8 @@
 """PyramidFlow's training step end to end: time and memory with and without memory saving.
 
-The settings of DESIGN.md's comparison with the official code (256 px, encoder ``none``,
-``L = 4``, ``C = 16``, batch 2, 4 stacks, 7x7 subnets), one fresh process per configuration so
+The official ``train.py`` settings with ``--encoder none`` (256 px, ``L = 4``, ``C = 16``,
+batch 2, 4 stacks, 7x7 subnets; the official code's step time at them is printed by
+``python -m benchmarks.parity_official``), one fresh process per configuration so
 that its peak RSS is its own. Reports the step time (median, p20, p80), the peak RSS, the bytes
 autograd saves for backward, and, over ``--epochs`` simulated epochs of ``--steps`` steps, the
 RSS after each epoch (it must stay flat).

@@ -21,6 +21,7 @@ __all__ = [
     "baseline",
     "build_model",
     "csflow",
+    "load_run",
     "pyramidflow",
     "register_model",
 ]
@@ -33,6 +34,8 @@ def __getattr__(name: str) -> Any:
     """Import what is asked for on first use (PEP 562)."""
     if name in _BASE_NAMES:
         return getattr(importlib.import_module(".base", __name__), name)
+    if name == "load_run":
+        return importlib.import_module(".engine.trained_run", __name__).load_run
     if name in _SUBMODULES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

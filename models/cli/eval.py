@@ -9,7 +9,12 @@ from pathlib import Path
 from ..engine.checkpoint import load_model
 from ..engine.run_folder import RunFolder
 from ..engine.signals import StopSignals
-from .common import add_common_flags, add_inference_flags, options_of, single_process
+from .common import (
+    add_common_flags,
+    add_inference_flags,
+    options_of,
+    single_process,
+)
 from .results import evaluate_run, print_results
 
 __all__ = ["DESCRIPTION", "add_arguments", "run"]
@@ -37,7 +42,8 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
         root = str(Path(args.data_root).expanduser().resolve())
         config = dataclasses.replace(config, data=dataclasses.replace(config.data, root=root))
     options = options_of(args)
-    model = load_model(folder.final_checkpoint, options.device, expected_model=config.model)
+    model = load_model(folder.final_checkpoint, options.device, expected_model=config.model,
+                       advice=folder.rebuild_advice)
     record = evaluate_run(model, config, folder, options, args.batch_size or config.batch_size)
     print_results(f"{config.model} on {config.data.name}: {folder.final_checkpoint}", record)
     return 0

@@ -4,13 +4,11 @@ images."""
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..base import AnomalyModel
-from ..data import Split
 from ..engine.checkpoint import load_model
-from ..engine.config import RunConfig
 from ..engine.files import atomic_folder, write_json
 from ..engine.memory import inference_advice, memory_advice
 from ..engine.predict import (
@@ -22,10 +20,16 @@ from ..engine.predict import (
 )
 from ..engine.run_folder import RunFolder
 from ..engine.signals import StopSignals
-from ..engine.thresholds import Thresholds, fit_thresholds, read_thresholds
-from ..engine.training import TrainOptions
+from ..engine.thresholds import Thresholds
+from ..engine.trained_run import run_thresholds
 from ..errors import ConfigError
-from .common import add_common_flags, add_inference_flags, options_of, positive_int, single_process
+from .common import (
+    add_common_flags,
+    add_inference_flags,
+    options_of,
+    positive_int,
+    single_process,
+)
 
 __all__ = ["DESCRIPTION", "PREDICTIONS_FILE", "add_arguments", "run"]
 
@@ -33,7 +37,8 @@ PREDICTIONS_FILE = "predictions.json"
 
 DESCRIPTION = (
     "Run a run's final model on image files or folders. Writes, per image, the anomaly map "
-    "(16-bit PNG and/or float32 .npy) and an overlay PNG, and "
+    "(a 16-bit PNG on a linear scale stored in its text chunks and in predictions.json, never "
+    "clipped; and/or float32 .npy) and an overlay PNG, and "
     f"{PREDICTIONS_FILE} with every image's score and verdict; an image is anomalous when its "
     "score exceeds the threshold fitted on the run's normal training images (threshold.json)."
 )
@@ -72,16 +77,6 @@ def _check_out(out: Path, overwrite: bool) -> None:
                           f"flowkit predict (no {PREDICTIONS_FILE}); choose another --out")
 
 
-def _thresholds(folder: RunFolder, config: RunConfig, model: AnomalyModel,
-                options: TrainOptions, batch_size: int) -> tuple[Thresholds, bool]:
-    """The run's thresholds, fitted on its training images if ``threshold.json`` is missing
-    (a run trained before flowkit wrote it); and whether they were fitted now."""
-    if folder.threshold.is_file():
-        return read_thresholds(folder.threshold), False
-    training = config.data.dataset(Split.TRAIN.value)
-    return fit_thresholds(model, training, batch_size, options.device, options.workers), True
-
-
 def _print_predictions(predictions: Sequence[Prediction], thresholds: Thresholds,
                        out: Path) -> None:
     """The threshold, one line per image (score, verdict, file), and a summary."""
@@ -107,22 +102,29 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
     _check_out(out, args.overwrite)
     images = find_images(args.images, args.recursive)
     options = options_of(args)
-    model = load_model(folder.final_checkpoint, options.device, expected_model=config.model)
+    model = load_model(folder.final_checkpoint, options.device, expected_model=config.model,
+                       advice=folder.rebuild_advice)
     size = args.image_size or config.data.image_size
     try:
         model.check_image_size(size, size)
     except ValueError as error:
-        raise ConfigError(f"{error} (set --image-size)") from error
+        raise ConfigError(f"--image-size {size}: {error}") from error
+    if size != config.data.image_size:
+        print(f"warning: --image-size {size} differs from the training size "
+              f"{config.data.image_size}: the model and its thresholds were fitted at "
+              f"{config.data.image_size} px, so scores and verdicts may shift", file=sys.stderr)
     batch_size = args.batch_size or config.batch_size
     with memory_advice("predicting", inference_advice(batch_size, options.device)):
-        thresholds, fitted = _thresholds(folder, config, model, options, batch_size)
+        thresholds, fitted = run_thresholds(folder, config, model, options.device, batch_size,
+                                            options.workers)
         with atomic_folder(out) as temporary:
             predictions = predict_images(model, images, temporary, thresholds, size, batch_size,
                                          options.device, args.format, options.workers,
                                          options.progress)
             write_json(temporary / PREDICTIONS_FILE, predictions_record(
                 predictions, thresholds, run=str(folder.root),
-                checkpoint=str(folder.final_checkpoint), model=config.model, image_size=size))
+                checkpoint=str(folder.final_checkpoint), model=config.model, image_size=size,
+                training_image_size=config.data.image_size))
     if fitted:
         write_json(folder.threshold, thresholds.to_json())
     _print_predictions(predictions, thresholds, out)

@@ -13,14 +13,14 @@ from ..base import MODELS, AnomalyModel, build_model
 from ..data import SYNTHETIC_CATEGORIES
 from ..engine.config import DataSettings, DataSource, RunConfig
 from ..errors import ConfigError
-from .common import AUTO, first
+from .common import first
+from .model_flags import model_flag_values
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_RUNS_DIR",
     "DEFAULT_SEED",
     "DEFAULT_SYNTHETIC_CATEGORY",
-    "MODEL_FLAGS",
     "apply_preset",
     "default_out",
     "flag",
@@ -34,14 +34,9 @@ DEFAULT_SYNTHETIC_CATEGORY = "brick"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SEED = 0
 
-MODEL_FLAGS = (
-    "levels", "volume_norm", "channels", "num_stack", "kernel_size", "memory_saving",
-    "backbone", "backbone_weights", "hidden", "num_blocks", "last_kernel_size", "map_mode",
-)
-"""Flags passed to the model's constructor under the same name, when given."""
-
 _OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
 _RESUMABLE_CHANGES = frozenset({"epochs"})  # a resumed run may be extended
+_PATH_SUFFIX = "_weights"  # model flags naming files: stored absolute, so runs work from anywhere
 
 
 def model_class(name: str) -> type[AnomalyModel]:
@@ -125,8 +120,8 @@ def _data_settings(args: argparse.Namespace, base: RunConfig | None,
 def _build_model(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyModel],
                  data: DataSettings) -> AnomalyModel:
     """The model built from flags over the resumed run's config or the category defaults."""
-    flags = {key: getattr(args, key) for key in MODEL_FLAGS
-             if getattr(args, key) not in (None, AUTO)}
+    flags = {key: str(Path(value).expanduser().resolve()) if key.endswith(_PATH_SUFFIX) else value
+             for key, value in model_flag_values(args).items()}
     _check_takes(cls, list(flags))
     if base is not None:
         config = {**base.model_config, **flags}
@@ -134,11 +129,16 @@ def _build_model(args: argparse.Namespace, base: RunConfig | None, cls: type[Ano
         config = {**cls.defaults_for(data.name), **flags}
         if "image_size" in inspect.signature(cls).parameters:  # models that size buffers
             config.setdefault("image_size", data.image_size)
+    given = " ".join(f"{flag(key)} {value}" for key, value in flags.items())
     try:
         model = build_model(cls.name, **config)
+    except (ValueError, OSError) as error:  # OSError: a weights file that is not there
+        settings = given or f"its defaults for {data.name}"
+        raise ConfigError(f"cannot build {cls.name} with {settings}: {error}") from error
+    try:
         model.check_image_size(data.image_size, data.image_size)
     except ValueError as error:
-        raise ConfigError(f"{error} (set with --image-size and the model flags)") from error
+        raise ConfigError(f"--image-size {data.image_size}: {error}") from error
     return model
 
 

@@ -18,7 +18,6 @@ from ..engine.signals import StopSignals
 from ..engine.training import train
 from ..errors import Interrupted
 from .common import (
-    AUTO,
     add_common_flags,
     add_run_flags,
     device_of,
@@ -27,6 +26,7 @@ from .common import (
     positive_float,
     positive_int,
 )
+from .model_flags import add_model_flags
 from .results import evaluate_run, print_results
 from .settings import (
     DEFAULT_MODEL,
@@ -46,29 +46,6 @@ DESCRIPTION = (
     "Unset flags come from --preset, else the model's defaults for the category (or, with "
     "--resume, from the run)."
 )
-
-
-def _add_model_flags(parser: argparse.ArgumentParser) -> None:
-    """The models' constructor settings."""
-    model = parser.add_argument_group("model settings (default: the model's for the category)")
-    model.add_argument("--preset", metavar="NAME",
-                       help="a named group of settings of the model (flags given win)")
-    model.add_argument("--levels", type=positive_int, help="pyramid levels")
-    model.add_argument("--volume-norm", choices=(AUTO, "channel", "spatial"),
-                       help="channel (CVN) or spatial (SVN) volume normalization")
-    model.add_argument("--channels", type=positive_int)
-    model.add_argument("--num-stack", type=positive_int)
-    model.add_argument("--kernel-size", type=positive_int)
-    model.add_argument("--memory-saving", action=argparse.BooleanOptionalAction,
-                       help="rebuild activations in backward instead of storing them")
-    model.add_argument("--backbone", help="CS-Flow: efficientnet-lite0, efficientnet-b5, random")
-    model.add_argument("--backbone-weights", help="CS-Flow: local weights file (B5)")
-    model.add_argument("--hidden", type=positive_int, help="CS-Flow: subnet hidden width")
-    model.add_argument("--num-blocks", type=positive_int, help="CS-Flow: coupling blocks")
-    model.add_argument("--last-kernel-size", type=positive_int,
-                       help="CS-Flow: kernel of the last block")
-    model.add_argument("--map-mode", choices=("finest", "all"),
-                       help="CS-Flow: anomaly map from the finest scale or all scales")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -104,7 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     mode.add_argument("--resume", action="store_true",
                       help="continue the run in --out from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="replace the run in --out")
-    _add_model_flags(parser)
+    parser.add_argument("--preset", metavar="NAME",
+                        help="a named group of settings of the model (flags given win)")
+    add_model_flags(parser)
 
 
 def _training_advice(config: RunConfig) -> str:

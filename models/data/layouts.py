@@ -102,9 +102,14 @@ def _images_in(folder: Path, spec: LayoutSpec) -> list[Path]:
     )
     if not images:
         others = sorted(p.name for p in folder.iterdir())[:5]
+        hint = ""
+        if any(Path(name).suffix.lower() in _SPECS[Layout.FOLDER].image_suffixes
+               for name in others):
+            hint = (f"; the generic layout takes {', '.join(IMAGE_SUFFIXES)}: pass --data "
+                    "folder (README: Datasets)")
         raise DatasetError(
             f"no images in {folder}: expected files ending in {', '.join(spec.image_suffixes)}"
-            + (f", found {others}" if others else ", the folder is empty")
+            + (f", found {others}" if others else ", the folder is empty") + hint
         )
     return images
 
@@ -141,7 +146,8 @@ def find_samples(category_dir: str | Path, split: Split | str,
     spec, split = spec_of(layout), Split(split)
     category_dir = Path(category_dir)
     if not category_dir.is_dir():
-        raise DatasetError(f"dataset folder {category_dir} does not exist")
+        raise DatasetError(f"dataset folder {category_dir} does not exist; check the path "
+                           "(--data-root, --category)")
     split_dir = category_dir / split.value
     if not split_dir.is_dir():
         raise DatasetError(

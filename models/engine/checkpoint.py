@@ -37,6 +37,7 @@ from .files import atomic_write
 __all__ = [
     "CHECKPOINT_FORMAT_VERSION",
     "CHECKPOINT_KEYS",
+    "DEFAULT_ADVICE",
     "NO_PARTIAL_EPOCH",
     "capture_rng_states",
     "load_checkpoint",
@@ -56,6 +57,9 @@ CHECKPOINT_KEYS = frozenset({
 
 NO_PARTIAL_EPOCH = {"steps": 0, "loss_sum": 0.0, "seconds": 0.0}
 """The ``partial_epoch`` of a checkpoint written at an epoch's end."""
+
+DEFAULT_ADVICE = "use a checkpoint written by `flowkit train`"
+"""How the messages end unless the caller knows better (e.g. the command that rebuilds it)."""
 
 _ADDED_KEYS = {2: {"partial_epoch": NO_PARTIAL_EPOCH}}
 """Keys a format version added, with the value they have in an older checkpoint."""
@@ -131,12 +135,14 @@ def save_checkpoint(
     atomic_write(path, lambda handle: torch.save(checkpoint, handle))
 
 
-def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, expected_model: str | None = None,
+                    advice: str = DEFAULT_ADVICE) -> dict[str, Any]:
     """Read and validate a checkpoint (on the CPU).
 
     Args:
         path: the checkpoint file.
         expected_model: if given, the registry name the checkpoint must be of.
+        advice: what the user can do when the file cannot be used (ends each message).
 
     Returns:
         The checkpoint dict (see the module docstring).
@@ -147,24 +153,23 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}; check the path or train a model first")
+        raise CheckpointError(f"no checkpoint at {path}; {advice}")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        first_line = (str(error).splitlines() or [""])[0]
+    except pickle.UnpicklingError as error:  # its text advises unsafe loading: never quoted
         raise CheckpointError(
-            f"{path} is not a flowkit checkpoint: it holds more than plain data, or is corrupt "
-            f"({first_line}); use a checkpoint written by flowkit"
+            f"{path} is not a flowkit checkpoint: it holds more than plain data (flowkit never "
+            f"writes objects or code), or is corrupt ({type(error).__name__}); do not load it "
+            f"otherwise; {advice}"
         ) from error
     except Exception as error:  # a damaged pickle stream raises many types
         raise CheckpointError(
             f"cannot read the checkpoint {path}: the file is truncated or corrupt "
-            f"({type(error).__name__}); use checkpoints/last.pt of an earlier epoch or retrain"
+            f"({type(error).__name__}); {advice}"
         ) from error
     if not isinstance(checkpoint, dict) or "format_version" not in checkpoint:
         raise CheckpointError(
-            f"{path} is not a flowkit checkpoint (it has no format_version); "
-            "use a file written by `flowkit train`"
+            f"{path} is not a flowkit checkpoint (it has no format_version); {advice}"
         )
     version = checkpoint["format_version"]
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT_VERSION:
@@ -178,18 +183,19 @@ def load_checkpoint(path: str | Path, expected_model: str | None = None) -> dict
             checkpoint = {**defaults, **checkpoint}
     missing = sorted(CHECKPOINT_KEYS - checkpoint.keys())
     if missing:
-        raise CheckpointError(f"{path} is not a complete flowkit checkpoint: it lacks {missing}")
+        raise CheckpointError(
+            f"{path} is not a complete flowkit checkpoint: it lacks {missing}; {advice}")
     name = checkpoint["model_name"]
     if expected_model is not None and name != expected_model:
         raise CheckpointError(
-            f"{path} is a checkpoint of the model {name!r}, not {expected_model!r}; "
-            f"pass --model {name} or another checkpoint"
+            f"{path} is a checkpoint of the model {name!r}, not {expected_model!r}; {advice}"
         )
     return checkpoint
 
 
 def load_model(
-    path: str | Path, device: str | torch.device = "cpu", expected_model: str | None = None
+    path: str | Path, device: str | torch.device = "cpu", expected_model: str | None = None,
+    advice: str = DEFAULT_ADVICE,
 ) -> AnomalyModel:
     """Rebuild a model from a checkpoint's name and config and load its state (strictly).
 
@@ -197,6 +203,7 @@ def load_model(
         path: the checkpoint file.
         device: where the model goes.
         expected_model: if given, the registry name the checkpoint must be of.
+        advice: what the user can do when the file cannot be used.
 
     Returns:
         The model, in eval mode.
@@ -205,16 +212,18 @@ def load_model(
         CheckpointError: as :func:`load_checkpoint`, an unregistered model, or a state that
             does not match the model its config builds.
     """
-    checkpoint = load_checkpoint(path, expected_model)
-    return model_from_checkpoint(checkpoint, path).to(device).eval()
+    checkpoint = load_checkpoint(path, expected_model, advice)
+    return model_from_checkpoint(checkpoint, path, advice).to(device).eval()
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> AnomalyModel:
+def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path,
+                          advice: str = DEFAULT_ADVICE) -> AnomalyModel:
     """Build the checkpoint's model from its name and config and load its state strictly.
 
     Args:
         checkpoint: what :func:`load_checkpoint` returned.
         path: where it was read from, for error messages.
+        advice: what the user can do when the state does not fit.
 
     Returns:
         The model, on the CPU, in training mode.
@@ -225,21 +234,23 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path) -> Anoma
     name = checkpoint["model_name"]
     if name not in MODELS:
         raise CheckpointError(
-            f"{path} is a checkpoint of the model {name!r}, which is not registered; import "
-            f"the module that defines it (registered: {', '.join(sorted(MODELS))})"
+            f"{path} is a checkpoint of the model {name!r}, which is not registered: import "
+            f"the module that registers it (for the command line, name it in the environment "
+            f"variable FLOWKIT_MODEL_MODULES); registered: {', '.join(sorted(MODELS))}"
         )
     model = build_model(name, **checkpoint["model_config"])
-    _load_state(model, checkpoint["model_state"], path)
+    _load_state(model, checkpoint["model_state"], path, advice)
     return model
 
 
-def _load_state(module: nn.Module, state: dict[str, Any], path: str | Path) -> None:
+def _load_state(module: nn.Module, state: dict[str, Any], path: str | Path,
+                advice: str) -> None:
     """``module.load_state_dict(state, strict=True)`` with a :class:`CheckpointError`."""
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first_line = (str(error).splitlines() or [""])[0]
         raise CheckpointError(
-            f"the state in {path} does not fit the model its config builds ({first_line}); "
-            "the checkpoint is damaged or from an incompatible flowkit version"
+            f"the state in {path} does not fit the model its config builds ({first_line}): "
+            f"the checkpoint is damaged or from an incompatible flowkit version; {advice}"
         ) from error

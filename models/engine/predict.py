@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from skimage import io as skio
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
@@ -20,10 +19,12 @@ from ..base import AnomalyModel
 from ..data import GOOD, IMAGE_SUFFIXES, Choice, DatasetError, read_image
 from ..data.item import make_item
 from ..errors import ConfigError
-from .thresholds import MAP_PNG_MAX, Thresholds
+from .map_png import HIGH_KEY, LOW_KEY, MAP_PNG_MAX, write_map_png
+from .thresholds import Thresholds
 from .visualize import save_prediction_overlay
 
 __all__ = [
+    "ImageFiles",
     "OutputFormat",
     "Prediction",
     "find_images",
@@ -92,7 +93,7 @@ def find_images(inputs: Sequence[str | Path], recursive: bool = False) -> list[t
     return found
 
 
-class _ImageFiles(Dataset[Tensor]):
+class ImageFiles(Dataset[Tensor]):
     """Image files read as RGB (grayscale repeated, alpha dropped) and resized to a square."""
 
     def __init__(self, paths: Sequence[Path], size: int) -> None:
@@ -116,19 +117,15 @@ class Prediction:
         anomalous: whether the score exceeds the image threshold.
         files: what was written for it, by kind (``map_png``, ``map_npy``, ``overlay``), as
             paths relative to the output folder.
+        map_png_range: the scale ``(low, high)`` of its map PNG (see :mod:`.map_png`);
+            ``None`` without one.
     """
 
     image: str
     score: float
     anomalous: bool
     files: dict[str, str]
-
-
-def _map_png(scores: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
-    """``[H, W]`` scores as 16-bit values, ``value_range`` to 0 .. :data:`MAP_PNG_MAX`."""
-    low, high = value_range
-    scaled = np.clip((scores - low) / (high - low), 0.0, 1.0) * MAP_PNG_MAX
-    return np.round(scaled).astype(np.uint16)
+    map_png_range: tuple[float, float] | None = None
 
 
 def _write_outputs(folder: Path, name: Path, image: Tensor, anomaly_map: Tensor, score: float,
@@ -136,12 +133,11 @@ def _write_outputs(folder: Path, name: Path, image: Tensor, anomaly_map: Tensor,
     """Write an image's map file(s) and overlay under ``folder``; its :class:`Prediction`."""
     scores = anomaly_map.reshape(anomaly_map.shape[-2:]).float().cpu().numpy()
     anomalous = score > thresholds.image
-    files = {}
+    files, png_range = {}, None
     (folder / name).parent.mkdir(parents=True, exist_ok=True)
     if output in (OutputFormat.PNG, OutputFormat.BOTH):
         files["map_png"] = f"{name}_map.png"
-        skio.imsave(folder / files["map_png"], _map_png(scores, thresholds.map_range),
-                    check_contrast=False)
+        png_range = write_map_png(folder / files["map_png"], scores, thresholds.map_range)
     if output in (OutputFormat.NPY, OutputFormat.BOTH):
         files["map_npy"] = f"{name}_map.npy"
         np.save(folder / files["map_npy"], scores.astype(np.float32))
@@ -151,7 +147,7 @@ def _write_outputs(folder: Path, name: Path, image: Tensor, anomaly_map: Tensor,
              f"{thresholds.image:.4g}: {verdict}")
     save_prediction_overlay(folder / files["overlay"], image, anomaly_map,
                             thresholds.map_range, thresholds.pixel, title)
-    return Prediction(str(source), score, anomalous, files)
+    return Prediction(str(source), score, anomalous, files, png_range)
 
 
 def predict_images(
@@ -168,8 +164,8 @@ def predict_images(
 ) -> list[Prediction]:
     """Predict every image and write its outputs into ``folder``.
 
-    Per image, under its output name ``NAME``: ``NAME_map.png`` (the map as a 16-bit PNG,
-    :attr:`Thresholds.map_range` scaled to 0 .. :data:`MAP_PNG_MAX`) and/or ``NAME_map.npy``
+    Per image, under its output name ``NAME``: ``NAME_map.png`` (the map as a 16-bit PNG on
+    the scale of :mod:`.map_png`, never clipped) and/or ``NAME_map.npy``
     (float32 ``[H, W]``), and ``NAME_overlay.png`` (the image, and the map over it with the
     region above the pixel threshold outlined). Maps are at ``image_size``.
 
@@ -193,7 +189,7 @@ def predict_images(
     """
     folder, output = Path(folder), OutputFormat(output)
     model.eval()
-    loader = DataLoader(_ImageFiles([path for path, _ in images], image_size),
+    loader = DataLoader(ImageFiles([path for path, _ in images], image_size),
                         batch_size=batch_size, num_workers=workers)
     predictions: list[Prediction] = []
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress):
@@ -208,7 +204,7 @@ def predict_images(
 def predictions_record(predictions: Sequence[Prediction], thresholds: Thresholds,
                        **about: Any) -> dict[str, Any]:
     """The content of ``predictions.json``: what was run, the thresholds and their rule, the
-    16-bit map scale, and one record per image."""
+    16-bit map scale, and one record per image (with its map PNG's range)."""
     low, high = thresholds.map_range
     return {
         **about,
@@ -219,9 +215,10 @@ def predictions_record(predictions: Sequence[Prediction], thresholds: Thresholds
                     f"{thresholds.num_images} normal training images; the overlay outlines "
                     f"the map above 'pixel', the same quantile of their map maxima",
         },
-        "map_png_range": [low, high],
-        "map_png_scale": f"a 16-bit map PNG value v means the score {low:.6g} + v / "
-                         f"{MAP_PNG_MAX} * {high - low:.6g} (clipped); the pixel threshold "
-                         "is at mid-scale",
+        "display_range": [low, high],
+        "map_png_scale": f"a 16-bit map PNG value v means the score low + v / {MAP_PNG_MAX} * "
+                         "(high - low), with (low, high) the image's map_png_range (also in the "
+                         f"PNG's text chunks {LOW_KEY}, {HIGH_KEY}): the display_range widened "
+                         "to the map's own minimum and maximum, so no value is clipped",
         "images": [asdict(p) for p in predictions],
     }

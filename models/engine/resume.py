@@ -79,13 +79,14 @@ def resume_point(config: RunConfig, run: RunFolder, device: torch.device) -> Res
             fit the model or the optimizer.
         ConfigError: the run has trained more epochs than ``config.epochs``.
     """
-    checkpoint = load_checkpoint(run.last_checkpoint, config.model)
+    advice = "the run cannot continue from it: start it anew with --overwrite instead of --resume"
+    checkpoint = load_checkpoint(run.last_checkpoint, config.model, advice)
     if checkpoint["epoch"] > config.epochs:
         raise ConfigError(
             f"the run in {run.root} has already trained {checkpoint['epoch']} epochs; "
             f"pass --epochs {checkpoint['epoch']} or more to resume it"
         )
-    model = model_from_checkpoint(checkpoint, run.last_checkpoint).to(device)
+    model = model_from_checkpoint(checkpoint, run.last_checkpoint, advice).to(device)
     optimizer = make_optimizer(model, config.optimizer) if model.needs_training else None
     if optimizer is not None:
         try:

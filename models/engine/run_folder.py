@@ -179,6 +179,13 @@ class RunFolder:
         if not any(self.checkpoints.glob("*.pt")):
             shutil.rmtree(self.root, ignore_errors=True)
 
+    @property
+    def rebuild_advice(self) -> str:
+        """How to rewrite ``final.pt``: resuming a finished run fits and saves the final model
+        again from ``last.pt`` (an unfinished one trains on first)."""
+        return (f"rebuild it from {self.last_checkpoint} with: flowkit train --out {self.root} "
+                "--resume")
+
     def read_config(self) -> RunConfig:
         """The run's :class:`RunConfig`."""
         return RunConfig.from_json(read_json(self.config))

@@ -23,13 +23,10 @@ from ..data import Item
 from ..errors import RunFolderError
 from .files import read_json
 
-__all__ = ["MAP_PNG_MAX", "THRESHOLD_QUANTILE", "Thresholds", "fit_thresholds", "read_thresholds"]
+__all__ = ["THRESHOLD_QUANTILE", "Thresholds", "fit_thresholds", "read_thresholds"]
 
 THRESHOLD_QUANTILE = 0.995
 """The thresholds are this quantile of the normal training images' scores."""
-
-MAP_PNG_MAX = 2**16 - 1
-"""A 16-bit map PNG stores ``Thresholds.map_range`` as 0 to this value."""
 
 _MIN_RANGE = 1e-12  # a constant map still gets a valid scale
 
@@ -54,9 +51,9 @@ class Thresholds:
 
     @property
     def map_range(self) -> tuple[float, float]:
-        """The map values drawn darkest and brightest, and stored as 0 and
-        :data:`MAP_PNG_MAX` in a 16-bit PNG: from ``map_min`` to twice as far above it as
-        the pixel threshold, which is therefore at mid-scale.
+        """The run's display range of maps (overlays, and map PNGs unless a map exceeds it,
+        see :mod:`.map_png`): from ``map_min`` to twice as far above it as the pixel
+        threshold, which is therefore at mid-scale.
 
         Example:
             >>> Thresholds(image=3.0, pixel=2.0, map_min=1.0, quantile=0.995,

@@ -16,7 +16,7 @@ from flowkit import __version__
 from flowkit.models.cli import EXIT_ERROR, EXIT_UNEXPECTED, build_parser, main
 from flowkit.models.cli import train as train_command
 from flowkit.models.cli.settings import resolve_config
-from flowkit.models.data import FolderDataset, write_synthetic
+from flowkit.models.data import write_synthetic
 from flowkit.models.engine.evaluate import METRIC_LABELS
 
 from ..tiny_model import TINY, TINY_MODULE
@@ -209,21 +209,6 @@ def test_a_bug_exits_with_1(tmp_path: Path, capsys: pytest.CaptureFixture[str],
     monkeypatch.setattr(train_command, "train", broken)
     assert main(["train", *SMALL, "--out", str(tmp_path / "run")]) == EXIT_UNEXPECTED
     assert "unexpected RuntimeError: boom (a bug" in _error_line(capsys)
-
-
-def test_data_synth_writes_the_mvtec_layout(tmp_path: Path) -> None:
-    out = tmp_path / "synthetic"
-    argv = ["data", "synth", "--out", str(out), "--categories", "grass", "--image-size", "32",
-            "--num-train", "2", "--num-test-good", "1", "--num-test-per-defect", "1", "--quiet"]
-    assert main(argv) == 0
-    assert sorted(p.name for p in (out / "grass").iterdir()) == ["ground_truth", "test", "train"]
-    test = FolderDataset(out, "grass", "test", image_size=None)
-    assert len(test) == 5 and test[0].image.shape == (3, 32, 32)
-
-
-def test_data_synth_rejects_tiny_images(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["data", "synth", "--out", str(tmp_path), "--image-size", "8"]) == EXIT_ERROR
-    assert "at least 32" in _error_line(capsys)
 
 
 def test_memory_saving_is_a_boolean_optional_flag() -> None:

@@ -20,13 +20,9 @@ from flowkit.models.data import GOOD, read_image, write_synthetic
 from flowkit.models.data.item import make_item
 from flowkit.models.engine.checkpoint import load_model
 from flowkit.models.engine.config import DataSettings, RunConfig
+from flowkit.models.engine.map_png import MAP_PNG_MAX, read_map_png
 from flowkit.models.engine.run_folder import RunFolder, RunMode
-from flowkit.models.engine.thresholds import (
-    MAP_PNG_MAX,
-    THRESHOLD_QUANTILE,
-    Thresholds,
-    read_thresholds,
-)
+from flowkit.models.engine.thresholds import THRESHOLD_QUANTILE, Thresholds, read_thresholds
 from flowkit.models.engine.training import TrainOptions, train
 
 from ..tiny_model import TINY, TinyAutoencoder
@@ -78,7 +74,7 @@ def test_predict_a_folder_end_to_end(trained: RunFolder, images: Path, tmp_path:
     assert thresholds.quantile == THRESHOLD_QUANTILE and thresholds.num_images == 48
     record = json.loads((out / PREDICTIONS_FILE).read_text())
     assert record["threshold"]["image"] == thresholds.image and "rule" in record["threshold"]
-    assert record["map_png_range"] == list(thresholds.map_range)
+    assert record["display_range"] == list(thresholds.map_range)
     files = sorted(images.rglob("*.png"))
     assert [entry["image"] for entry in record["images"]] == [str(f) for f in files]
 
@@ -98,9 +94,12 @@ def test_predict_a_folder_end_to_end(trained: RunFolder, images: Path, tmp_path:
         assert entry["anomalous"] == (entry["score"] > thresholds.image)
         png = skio.imread(out / entry["files"]["map_png"])
         assert png.dtype == np.uint16 and png.shape == (SIZE, SIZE)
-        low, high = thresholds.map_range
-        scaled = np.clip((saved - low) / (high - low), 0, 1) * MAP_PNG_MAX
-        np.testing.assert_allclose(png, scaled, atol=0.51)
+        low, high = entry["map_png_range"]
+        assert low <= min(thresholds.map_range[0], saved.min())
+        assert high >= max(thresholds.map_range[1], saved.max())
+        step = (high - low) / MAP_PNG_MAX
+        np.testing.assert_allclose(read_map_png(out / entry["files"]["map_png"]), saved,
+                                   rtol=0, atol=step / 2 + 1e-6 * (high - low))
         overlay = skio.imread(out / entry["files"]["overlay"])
         assert overlay.ndim == 3 and overlay.shape[-1] in (3, 4)
         verdict = "ANOMALOUS" if entry["anomalous"] else "normal"
@@ -188,3 +187,33 @@ def test_an_existing_output_folder(trained: RunFolder, images: Path, tmp_path: P
         == EXIT_ERROR
     assert "does not hold the output of flowkit predict" in _error_line(capsys)
     assert (thesis / "chapter.tex").read_text() == "years of work"
+
+
+def test_a_strongly_anomalous_image_is_not_clipped(trained: RunFolder, tmp_path: Path) -> None:
+    """A map far above the run's display range gets a wider scale, not a white PNG."""
+    image = tmp_path / "loud.png"
+    noise = np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8)
+    skio.imsave(image, noise, check_contrast=False)
+    out = tmp_path / "out"
+    assert _predict(trained, str(image), "--format", "both", "--out", str(out), "--quiet") == 0
+    saved = np.load(out / "loud_map.npy")
+    display_high = read_thresholds(trained.threshold).map_range[1]
+    assert saved.max() > 2 * display_high  # the case this test is about
+    png = skio.imread(out / "loud_map.png")
+    assert (png == MAP_PNG_MAX).sum() <= 2  # only the maximum reaches the top
+    low, high = json.loads((out / PREDICTIONS_FILE).read_text())["images"][0]["map_png_range"]
+    np.testing.assert_allclose(read_map_png(out / "loud_map.png"), saved, rtol=0,
+                               atol=(high - low) / MAP_PNG_MAX)
+
+
+def test_another_image_size_than_training_is_warned(
+    trained: RunFolder, images: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert _predict(trained, str(images / GOOD), "--image-size", "16", "--out", str(out)) == 0
+    assert (f"warning: --image-size 16 differs from the training size {SIZE}"
+            in capsys.readouterr().err)
+    record = json.loads((out / PREDICTIONS_FILE).read_text())
+    assert (record["image_size"], record["training_image_size"]) == (16, SIZE)
+    assert _predict(trained, str(images / GOOD), "--out", str(tmp_path / "same")) == 0
+    assert "warning" not in capsys.readouterr().err
