@@ -3,7 +3,8 @@
 Glow's split gives the factored-out half ``z_i`` a learned prior ``N(mu(h_i), sigma(h_i))``
 conditioned on the kept half ``h_i``. That prior is the same density as a standard normal on
 ``(z_i - mu(h_i)) / sigma(h_i)``: an affine coupling with ``h_i`` passive and ``z_i`` active,
-placed just before the split. So :class:`MultiScaleFlow` is an ordinary bijective
+placed just before the split (its soft clamp bounds ``|log sigma|`` by ``clamp``, where Glow's
+prior leaves it free). So :class:`MultiScaleFlow` is an ordinary bijective
 :class:`~flowkit.Flow` onto a multi-scale state with a standard-normal base, and every flowkit
 tool (``check_flow``, memory saving, conditioning) applies to it unchanged.
 """
