@@ -43,10 +43,13 @@ class RevNetBlock(Flow):
     ``x1`` and replays ``y1``; ``G``'s recorded graph is then grafted onto the replayed ``y1``.
     Each network runs once in backward (2 evaluations; the default inverse-then-replay needs 4).
 
-    Limits: ``F`` and ``G`` must be deterministic given their input (no dropout): the inverse
-    evaluates ``G`` before ``F``, the opposite of the forward, so random numbers cannot be
-    replayed in order. Batch statistics (BatchNorm in training mode) are fine: the rebuild
-    evaluates each network on the same batch as the forward.
+    Random numbers: the rebuild evaluates ``G`` before ``F``, the opposite of the forward. When
+    ``F`` holds an active ``nn.Dropout`` (any ``_DropoutNd`` with ``p > 0`` in training mode),
+    the rebuild first runs ``F`` once without recording on a zero input of the same shape, so
+    that ``G`` and then ``F`` draw exactly the forward's numbers (one extra evaluation of
+    ``F``). Other random draws in ``F`` whose count depends on the input are not replayed.
+    Batch statistics (BatchNorm in training mode) are fine: the rebuild evaluates each network
+    on the same batch as the forward.
 
     Args:
         channels: size of dim 1 of the input (at least 2).
@@ -131,14 +134,25 @@ class RevNetBlock(Flow):
         x1 = y1 - self._run(self.f, "f", x2, y1, context)
         return torch.cat([x1, x2], dim=1)
 
+    def _f_draws_random_numbers(self) -> bool:
+        return any(
+            isinstance(m, nn.modules.dropout._DropoutNd) and m.training and m.p > 0
+            for m in self.f.modules()
+        )
+
     def rebuild(self, y: State, context: Context = None) -> Rebuilt:
         """Invert and replay with each network evaluated once (see the class doc)."""
         y1, y2 = self._split(y)
         restart_replay_rng()
+        if self._f_draws_random_numbers():
+            with torch.no_grad(), recomputing():  # advance past F's draws, as in the forward
+                self._run(self.f, "f", torch.zeros_like(y2), y1, context)
         with torch.enable_grad(), recomputing():
             y1_leaf = y1.detach().requires_grad_()
             gy1 = self._run(self.g, "g", y1_leaf, y2, context)
             x2 = (y2 - gy1.detach()).requires_grad_()
+        restart_replay_rng()
+        with torch.enable_grad(), recomputing():
             fx2 = self._run(self.f, "f", x2, y1, context)
             x1 = (y1 - fx2.detach()).requires_grad_()
             y1_replayed = x1 + fx2

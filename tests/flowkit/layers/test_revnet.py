@@ -10,7 +10,7 @@ import flowkit
 from flowkit.layers import RevNetBlock
 from flowkit.testing import check_flow, perturb_parameters_
 
-from ..plain_vs_saving import assert_saving_matches_plain, saving_copy
+from ..plain_vs_saving import assert_saving_matches_plain, gradients, saving_copy
 from ..test_reversible import assert_close_relative, saved_bytes
 
 
@@ -174,3 +174,19 @@ def test_a_reversible_transformer_stack_trains_with_memory_saving() -> None:
     assert_saving_matches_plain(stack(4), x)
     shallow, deep = saving_copy(stack(2)), saving_copy(stack(12))
     assert saved_bytes(deep, x.requires_grad_()) <= 1.1 * saved_bytes(shallow, x)
+
+
+def test_dropout_in_both_networks_replays_the_same_masks() -> None:
+    def branch() -> nn.Module:
+        return nn.Sequential(nn.Linear(3, 16), nn.ReLU(), nn.Dropout(0.5), nn.Linear(16, 3))
+
+    plain = perturb_parameters_(
+        flowkit.Sequential(*(RevNetBlock(6, branch(), branch()) for _ in range(3))), seed=4
+    ).double()
+    x = torch.randn(8, 6, dtype=torch.float64)
+    results = []
+    for flow in (plain, saving_copy(plain)):
+        torch.manual_seed(7)
+        results.append(gradients(flow, x, None))
+    for g_saving, g_plain in zip(results[1], results[0], strict=True):
+        assert_close_relative(g_saving, g_plain, 1e-10)
