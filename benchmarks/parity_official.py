@@ -15,7 +15,10 @@ Modes (``--mode``): ``parity`` builds ours with the parity options (``clamp_scal
 official soft-clamp constant, read from the official source at run time; ``norm_updates=3``, the
 official memory-saving engine's three running-mean updates per step), so that the two differ by
 float32 rounding only; ``defaults`` keeps our defaults, so the difference is the measured effect
-of the deviations (models/pyramidflow/README.md); ``both`` runs one, then the other.
+of the deviations (models/pyramidflow/README.md); ``both`` runs one, then the other. ``control``
+needs no official code: our model with memory saving against itself with plain autograd, same
+weights and batches, which differ by float32 rounding only: how fast rounding differences grow
+in this training run, the yardstick for the ``parity`` run's differences.
 
 Weight mapping (ours -> official; block ``i`` of ``model.flow.blocks`` is the official
 ``flow.nf.moduleslst[i]``: both build every stack in the same red-black block order)::
@@ -92,6 +95,7 @@ __all__ = [
     "main",
     "official_clamp_scale",
     "official_state",
+    "plain_twin",
     "run_parity",
     "synthetic_data",
 ]
@@ -485,21 +489,30 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
 
 def build_ours(mode: str, clamp_scale: float, seed: int, **overrides: Any) -> PyramidFlow:
     """Our model at the official settings (``overrides`` replace them), seeded."""
-    settings = {k: v for k, v in OFFICIAL_SETTINGS.items() if k != "batch_size"}
+    settings = {"memory_saving": True, **{k: v for k, v in OFFICIAL_SETTINGS.items()
+                                          if k != "batch_size"}}
     settings.update(overrides)
     if mode == "parity":
         settings.update(clamp_scale=clamp_scale, norm_updates=PARITY_NORM_UPDATES)
     torch.manual_seed(seed)
-    return PyramidFlow(encoder="none", memory_saving=True, **settings)
+    return PyramidFlow(encoder="none", **settings)
+
+
+def plain_twin(model: PyramidFlow) -> OursSide:
+    """``model``'s copy trained with plain autograd (the ``control`` side)."""
+    twin = PyramidFlow(**{**model.config, "memory_saving": False})
+    twin.load_state_dict(model.state_dict())
+    return OursSide(twin, name="ours-plain")
 
 
 def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     """The command line; prints the per-step table and the summaries."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--official", required=True, help="checkout of gasharper/PyramidFlow")
-    parser.add_argument("--autoflow", required=True, help="checkout of gasharper/autoFlow")
+    parser.add_argument("--official", help="checkout of gasharper/PyramidFlow")
+    parser.add_argument("--autoflow", help="checkout of gasharper/autoFlow")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--mode", choices=["parity", "defaults", "both"], default="both")
+    parser.add_argument("--mode", choices=["parity", "defaults", "both", "control"],
+                        default="both")
     parser.add_argument("--category", default="nut", help="synthetic category")
     parser.add_argument("--num-train", type=int, default=48)
     parser.add_argument("--image-size", type=int, default=OFFICIAL_SETTINGS["image_size"])
@@ -513,8 +526,10 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
-    code = load_official(args.official, args.autoflow)
-    clamp_scale = args.clamp_scale or official_clamp_scale(code.model)
+    if args.mode != "control" and not (args.official and args.autoflow):
+        parser.error(f"--mode {args.mode} needs --official and --autoflow (checkouts)")
+    code = load_official(args.official, args.autoflow) if args.mode != "control" else None
+    clamp_scale = args.clamp_scale or (official_clamp_scale(code.model) if code else 0.0)
     train_images, test_images, test_masks = synthetic_data(
         args.category, args.image_size, args.num_train, args.seed)
     modes = ["parity", "defaults"] if args.mode == "both" else [args.mode]
@@ -522,9 +537,10 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     for mode in modes:
         ours = build_ours(mode, clamp_scale, args.seed, image_size=args.image_size,
                           volume_norm=args.volume_norm)
-        official = OfficialSide(code, ours, OFFICIAL_SETTINGS["batch_size"])
+        other = plain_twin(ours) if code is None else OfficialSide(
+            code, ours, OFFICIAL_SETTINGS["batch_size"])
         print(f"== mode {mode}: ours {ours.config}")
-        report = run_parity(OursSide(ours), official, mode, train_images, test_images,
+        report = run_parity(OursSide(ours), other, mode, train_images, test_images,
                             test_masks, args.steps, OFFICIAL_SETTINGS["batch_size"], args.seed,
                             log=None if args.quiet else print)
         reports.append(report)

@@ -27,6 +27,7 @@ from benchmarks.parity_official import (
     load_official,
     official_clamp_scale,
     official_state,
+    plain_twin,
     run_parity,
     synthetic_data,
 )
@@ -89,6 +90,18 @@ def test_harness_trains_and_evaluates_our_model_against_itself(volume_norm) -> N
     assert set(report.metrics["ours"]) == {"pixel_auroc", "image_auroc", "aupro_0.3"}
     summary = report.summary()
     assert summary["steps"] == 4 and summary["loss_rel_max"] == 0.0
+
+
+def test_control_mode_compares_memory_saving_with_plain_autograd() -> None:
+    """The control: the same model and weights, our two engines; rounding differences only."""
+    model = perturb_parameters_(_small(7), scale=0.2, seed=7)
+    twin = plain_twin(model)
+    assert twin.model.config["memory_saving"] is False and model.config["memory_saving"]
+    train, test, masks = synthetic_data("nut", 32, num_train=4)
+    report = run_parity(OursSide(model), twin, "control", train, test, masks, steps=3,
+                        batch_size=2)
+    assert report.summary()["loss_rel_max"] < 1e-5
+    assert report.weight_max_rel < 1e-3, report.worst_tensor
 
 
 def test_harness_sees_a_difference() -> None:
