@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from torch import Tensor
 
 from flowkit.models.base import AnomalyModel
+from flowkit.models.baseline import MeanImageBaseline
 from flowkit.models.csflow.model import CSFlow
 from flowkit.models.engine import export
 from flowkit.models.engine.checkpoint import save_checkpoint
@@ -42,12 +43,13 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 FORMATS = [fmt.value for fmt in ExportFormat]
 
-# Each model with the smallest image size it takes; CS-Flow's test backbone ("random") needs
+# Each built-in model with a small image size it takes; CS-Flow's test backbone ("random") needs
 # multiples of 128.
 MODELS: dict[str, tuple[Callable[[], AnomalyModel], int]] = {
     "pyramidflow": (lambda: PyramidFlow(channels=4, levels=3, num_stack=1, kernel_size=3,
                                         image_size=32), 32),
     "csflow": (lambda: CSFlow(backbone="random", hidden=8, num_blocks=2), 128),
+    "baseline": (lambda: MeanImageBaseline(levels=3, image_size=32), 32),
 }
 
 
