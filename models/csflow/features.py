@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from flowkit.kernels.choice import Choice
 
 __all__ = [
+    "B5_WEIGHTS_FILE",
     "B5_WEIGHTS_HINT",
     "FEATURE_STRIDES",
     "IMAGENET_MEAN",
@@ -57,6 +58,10 @@ B5_WEIGHTS_HINT = (
     "utils.py), copied to this machine"
 )
 """Where the paper's backbone weights come from: nothing is downloaded at run time."""
+
+B5_WEIGHTS_FILE = "~/.cache/torch/hub/checkpoints/efficientnet-b5-b6417697.pth"
+"""Where ``EfficientNet.from_pretrained('efficientnet-b5')`` leaves the weights (torch's hub
+cache): the file the preset ``paper`` reads unless ``--backbone-weights`` names another."""
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,6 +11,7 @@ import torch
 
 from flowkit.models.base import build_model
 from flowkit.models.baseline import MeanImageBaseline
+from flowkit.models.cli import EXIT_ERROR, main
 from flowkit.models.csflow import CSFlow, MultiScaleFeatures, nll_loss
 from flowkit.models.data import SyntheticDataset
 from flowkit.models.metrics import image_auroc
@@ -18,7 +19,7 @@ from flowkit.testing import check_flow, perturb_parameters_
 
 
 def tiny(**overrides) -> CSFlow:
-    config = dict(backbone="random", hidden=8, num_blocks=2)
+    config = dict(backbone="random", hidden=8, num_blocks=2, feature_stride=32)
     config.update(overrides)
     return CSFlow(**config)
 
@@ -33,7 +34,7 @@ def test_the_flow_is_exact_on_all_three_scales_with_a_per_sample_logdet() -> Non
 
 
 def test_the_loss_is_the_nll_per_dimension_and_memory_saving_matches_plain_autograd() -> None:
-    saving = perturb_parameters_(tiny(), scale=0.1).double()
+    saving = perturb_parameters_(tiny(memory_saving=True), scale=0.1).double()
     plain = copy.deepcopy(saving)
     plain.flow.memory_saving = False
     images = torch.rand(3, 3, 128, 128, dtype=torch.float64)
@@ -112,10 +113,10 @@ def test_clear_errors(tmp_path, monkeypatch) -> None:
 
 
 def test_the_registry_builds_it_from_a_json_config() -> None:
-    model = build_model("csflow", backbone="random", hidden=8, num_blocks=1)
+    model = build_model("csflow", backbone="random", hidden=8, num_blocks=1, feature_stride=32)
     assert isinstance(model, CSFlow)
     assert json.loads(json.dumps(model.config)) == model.config
-    assert model.optimizer_settings()["lr"] == 2e-4
+    assert model.optimizer_settings()["lr"] == 1e-3
     maps, scores = model.eval().predict(torch.rand(2, 3, 128, 256))
     assert maps.shape == (2, 1, 128, 256) and scores.shape == (2,)
 
@@ -143,3 +144,28 @@ def test_a_tiny_model_beats_the_mean_image_baseline_on_a_seeded_category() -> No
     theirs = baseline.image_score(baseline.anomaly_map(images))
     # measured: image AUROC 0.85 vs 0.39
     assert image_auroc(ours, labels) > image_auroc(theirs, labels) + 0.2
+
+
+def test_the_paper_preset_names_the_missing_weights_file_and_how_to_get_it(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))  # no weights in this home's torch hub cache
+    run = tmp_path / "run"
+    argv = ["train", "--model", "csflow", "--preset", "paper", "--out", str(run), "--quiet"]
+    assert main(argv) == EXIT_ERROR
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    expected = tmp_path / ".cache/torch/hub/checkpoints/efficientnet-b5-b6417697.pth"
+    assert str(expected) in lines[0]
+    assert "EfficientNet.from_pretrained('efficientnet-b5')" in lines[0]
+    assert "--backbone-weights PATH" in lines[0]
+    assert not run.exists()
+
+
+def test_the_paper_preset_is_the_papers_settings() -> None:
+    preset = CSFlow.presets["paper"]
+    assert (preset["image_size"], preset["hidden"], preset["epochs"], preset["batch_size"]) == (
+        768, 1024, 240, 16)
+    assert (preset["backbone"], preset["feature_stride"], preset["lr"]) == (
+        "efficientnet-b5", 32, 2e-4)
+    assert preset["backbone_weights"].endswith("efficientnet-b5-b6417697.pth")
