@@ -64,14 +64,18 @@ def _tanh_and_slope(z):
 
 
 @triton.jit
-def _soft_clamp_and_slope(hs, clamp, CLAMP_FN: tl.constexpr):
-    """``s = soft_clamp(hs)`` and ``ds/dhs``."""
+def _soft_clamp_and_slope(hs, clamp, clamp_fn):
+    """``s = soft_clamp(hs)`` and ``ds/dhs``; ``clamp_fn`` 0 is atan, 1 tanh (a runtime value,
+    the same for every program: one compiled kernel serves both)."""
     z = hs / clamp
-    if CLAMP_FN == 0:
+    if clamp_fn == 0:
         # tensor operands first: constexpr * tensor would stay a constexpr
-        return _atan(z) * _SCALE * clamp, 1.0 / (1.0 + z * z) * _SCALE
-    th, slope = _tanh_and_slope(z)
-    return th * clamp, slope
+        s = _atan(z) * _SCALE * clamp
+        slope = 1.0 / (1.0 + z * z) * _SCALE
+    else:
+        th, slope = _tanh_and_slope(z)
+        s = th * clamp
+    return s, slope
 
 
 @triton.jit
@@ -89,15 +93,15 @@ def _offsets(N, L, BLOCK: tl.constexpr):
 
 @triton.jit
 def _coupling_fwd_kernel(
-    u_ptr, h_ptr, v_ptr, part_ptr, N, L, clamp,
-    CLAMP_FN: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    u_ptr, h_ptr, v_ptr, part_ptr, N, L, clamp, clamp_fn, reverse,
+    COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b, u_off, hs_off, ok = _offsets(N, L, BLOCK)
     u = tl.load(u_ptr + u_off, mask=ok, other=0.0).to(COMPUTE)
     hs = tl.load(h_ptr + hs_off, mask=ok, other=0.0).to(COMPUTE)
     t = tl.load(h_ptr + hs_off + L, mask=ok, other=0.0).to(COMPUTE)
-    s, _ = _soft_clamp_and_slope(hs, clamp, CLAMP_FN)
-    if REVERSE:
+    s, _ = _soft_clamp_and_slope(hs, clamp, clamp_fn)
+    if reverse != 0:
         v = (u - t) * tl.exp(-s)
     else:
         v = u * tl.exp(s) + t
@@ -108,16 +112,16 @@ def _coupling_fwd_kernel(
 
 @triton.jit
 def _coupling_bwd_kernel(
-    dv_ptr, dlogdet_ptr, u_ptr, h_ptr, du_ptr, dh_ptr, N, L, clamp,
-    CLAMP_FN: tl.constexpr, REVERSE: tl.constexpr, COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
+    dv_ptr, dlogdet_ptr, u_ptr, h_ptr, du_ptr, dh_ptr, N, L, clamp, clamp_fn, reverse,
+    COMPUTE: tl.constexpr, BLOCK: tl.constexpr,
 ):
     b, u_off, hs_off, ok = _offsets(N, L, BLOCK)
     dv = tl.load(dv_ptr + u_off, mask=ok, other=0.0).to(COMPUTE)
     u = tl.load(u_ptr + u_off, mask=ok, other=0.0).to(COMPUTE)
     hs = tl.load(h_ptr + hs_off, mask=ok, other=0.0).to(COMPUTE)
     g = tl.load(dlogdet_ptr + b).to(COMPUTE)
-    s, slope = _soft_clamp_and_slope(hs, clamp, CLAMP_FN)
-    if REVERSE:
+    s, slope = _soft_clamp_and_slope(hs, clamp, clamp_fn)
+    if reverse != 0:
         t = tl.load(h_ptr + hs_off + L, mask=ok, other=0.0).to(COMPUTE)
         du = dv * tl.exp(-s)
         dt = -du
@@ -145,8 +149,8 @@ def _launch_args(u: torch.Tensor, h: torch.Tensor, clamp: float, clamp_fn: Clamp
     inner = u.shape[1] if fmt == torch.channels_last else n
     grid = (triton.cdiv(n, BLOCK), u.shape[0])
     consts = {
-        "N": n, "L": inner, "clamp": float(clamp), "CLAMP_FN": _CLAMP_CODE[ClampFn(clamp_fn)],
-        "REVERSE": bool(reverse), "COMPUTE": _tl_dtype(compute_dtype(u.dtype)), "BLOCK": BLOCK,
+        "N": n, "L": inner, "clamp": float(clamp), "clamp_fn": _CLAMP_CODE[ClampFn(clamp_fn)],
+        "reverse": int(reverse), "COMPUTE": _tl_dtype(compute_dtype(u.dtype)), "BLOCK": BLOCK,
     }
     return fmt, grid, consts
 

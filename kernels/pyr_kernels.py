@@ -342,7 +342,13 @@ def _acc_dtype(dtype: torch.dtype) -> tl.dtype:
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
-def _grid(out: torch.Tensor, block_h: int = BLOCK_H) -> tuple[int, int, int]:
+def _block_h(dtype: torch.dtype) -> int:
+    """Tile height: halved for float64, whose wider band and window loads spill on sm_90
+    at the full height (``python -m flowkit.kernels.gpu_compile``)."""
+    return BLOCK_H // 2 if dtype == torch.float64 else BLOCK_H
+
+
+def _grid(out: torch.Tensor, block_h: int) -> tuple[int, int, int]:
     n, c, height, width = out.shape
     return n * c, triton.cdiv(height, block_h), triton.cdiv(width, BLOCK_W)
 
@@ -366,12 +372,13 @@ def _launch_separable(
     band, coarse_out = _BAND[op]
     table_h = _band_table(op, size[0], x.shape[2], x.device)
     table_w = _band_table(op, size[1], x.shape[3], x.device)
-    _separable_kernel[_grid(out)](
+    block_h = _block_h(x.dtype)
+    _separable_kernel[_grid(out, block_h)](
         x, table_h, table_w, out if base is None else base, out,
         x.shape[1], x.shape[2], x.shape[3], size[0], size[1],
         *x.stride(), *base_strides, *out.stride(),
         BAND=band, COARSE_OUT=coarse_out, EPILOGUE=int(epilogue),
-        ACC_DTYPE=_acc_dtype(x.dtype), BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W, num_warps=NUM_WARPS,
+        ACC_DTYPE=_acc_dtype(x.dtype), BLOCK_H=block_h, BLOCK_W=BLOCK_W, num_warps=NUM_WARPS,
     )
     return out
 
@@ -382,8 +389,7 @@ def _launch_maxpool_down(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     argmax = empty_map(x, h, w, dtype=ARGMAX_DTYPE)
     if out.numel() == 0:
         return out, argmax
-    # its 36 loads of a float64 tile would spill on sm_90 at the usual tile height
-    block_h = BLOCK_H // 2 if x.dtype == torch.float64 else BLOCK_H
+    block_h = _block_h(x.dtype)
     _maxpool_down_fwd_kernel[_grid(out, block_h)](
         x, out, argmax, x.shape[1], x.shape[2], x.shape[3], h, w,
         *x.stride(), *out.stride(), *argmax.stride(),
@@ -404,13 +410,14 @@ def _launch_maxpool_down_backward(
     if out.numel() == 0:
         return out
     epilogue = _Epilogue.NONE if base is None else _Epilogue.ADD
-    _maxpool_down_bwd_kernel[_grid(out)](
+    block_h = _block_h(grad.dtype)
+    _maxpool_down_bwd_kernel[_grid(out, block_h)](
         grad, argmax, out if base is None else base, out,
         grad.shape[1], size[0], size[1], grad.shape[2], grad.shape[3],
         *grad.stride(), *argmax.stride(), *(out if base is None else base).stride(),
         *out.stride(),
         EPILOGUE=int(epilogue), ACC_DTYPE=_acc_dtype(grad.dtype),
-        BLOCK_H=BLOCK_H, BLOCK_W=BLOCK_W, num_warps=NUM_WARPS,
+        BLOCK_H=block_h, BLOCK_W=BLOCK_W, num_warps=NUM_WARPS,
     )
     return out
 
