@@ -194,11 +194,22 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float, float]:
     return t["median"] * 1e3, t["p20"] * 1e3, t["p80"] * 1e3
 
 
-def _relative_error(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor]) -> float:
+TIE_FRACTION = 1e-5
+"""Gradients of the max-pool pyramid may differ at this fraction of elements: a 2x2 window whose
+blurred values tie to float32 rounding can send its gradient to the other pixel than float64."""
+
+
+def _relative_error(got: Sequence[torch.Tensor], expected: Sequence[torch.Tensor],
+                    ignore_fraction: float = 0.0) -> float:
+    """Largest ``|got - expected|`` over the largest ``|expected|``, per tensor, after dropping
+    the worst ``ignore_fraction`` of the elements."""
     worst = 0.0
     for g, e in zip(got, expected, strict=True):
         scale = e.abs().max().item() or 1.0
-        worst = max(worst, (g.double() - e).abs().max().item() / scale)
+        error = (g.double() - e).abs().flatten()
+        drop = int(error.numel() * ignore_fraction)
+        value = error.kthvalue(error.numel() - drop).values if drop else error.max()
+        worst = max(worst, value.item() / scale)
     return worst
 
 
@@ -209,7 +220,7 @@ def _outputs(out) -> tuple[torch.Tensor, ...]:
 def _measure(family: str, op: str, precision: str, shape: str, shape_class: str,
              inputs: list[torch.Tensor], triton_fn: Callable, reference_fn: Callable,
              grad: bool, work: float, unit: str, peak: float,
-             compile_reference: bool) -> Measurement:
+             compile_reference: bool, grad_ties: bool = False) -> Measurement:
     """Check ``triton_fn`` against ``reference_fn`` in float64, then time all three."""
     leaves = [t.detach().requires_grad_(grad) for t in inputs]
     leaves64 = [t.detach().double().requires_grad_(grad) for t in inputs]
@@ -223,7 +234,7 @@ def _measure(family: str, op: str, precision: str, shape: str, shape_class: str,
         got_g = torch.autograd.grad(got, leaves, [s.to(g.dtype) for s, g in zip(seeds, got,
                                                                                strict=True)])
         expected_g = torch.autograd.grad(expected, leaves64, seeds)
-        error = max(error, _relative_error(got_g, expected_g))
+        error = max(error, _relative_error(got_g, expected_g, TIE_FRACTION if grad_ties else 0))
 
     def run(fn: Callable, enabled: bool) -> Callable[[], object]:
         def call() -> None:
@@ -302,7 +313,8 @@ def _pyramid_measurements(sizes, dtypes, peak) -> list[Measurement]:
                             "pyramid", op, precision, f"2x16x{size}^2 {mode.value}",
                             pyramid_shape_class(x.numel(), mode, grad), inputs, fn, ref, grad,
                             passes * _bytes(x), "GB/s", peak,
-                            compile_reference=_compiles(op, dtype, size, sizes)))
+                            compile_reference=_compiles(op, dtype, size, sizes),
+                            grad_ties=mode is PyramidMode.PYRAMIDFLOW))
     return rows
 
 

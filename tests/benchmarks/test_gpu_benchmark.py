@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from benchmarks import gpu
 from flowkit.kernels.dispatch_table import load_table, validated_row
@@ -81,3 +82,15 @@ def test_without_cuda_it_exits_2_with_one_line() -> None:
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 2
     assert result.stderr.strip() == gpu.NO_CUDA_MESSAGE and result.stdout == ""
+
+
+def test_the_max_pool_tie_allowance_drops_isolated_outliers_only() -> None:
+    expected = torch.zeros(100_000, dtype=torch.float64)  # 1e-5 of it: one element
+    expected[0] = 1.0
+    one_flip = expected.clone()
+    one_flip[5] = 0.5
+    two_flips = one_flip.clone()
+    two_flips[7] = 0.5
+    assert gpu._relative_error([one_flip], [expected]) == 0.5
+    assert gpu._relative_error([one_flip], [expected], gpu.TIE_FRACTION) == 0.0
+    assert gpu._relative_error([two_flips.float()], [expected], gpu.TIE_FRACTION) == 0.5
