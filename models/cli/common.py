@@ -7,6 +7,8 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -22,6 +24,7 @@ __all__ = [
     "add_common_flags",
     "add_inference_flags",
     "add_run_flags",
+    "check_replaceable",
     "device_of",
     "first",
     "import_model_modules",
@@ -127,6 +130,30 @@ def options_of(args: argparse.Namespace, device: torch.device | None = None,
         progress=distributed.is_main and not args.quiet and sys.stderr.isatty(),
         quiet=args.quiet or not distributed.is_main, distributed=distributed, stop=stop,
     )
+
+
+def check_replaceable(out: Path, overwrite: bool, holds_ours: Callable[[Path], bool],
+                      what: str) -> None:
+    """Refuse an existing output folder without ``--overwrite``, and never replace one that
+    holds anything but ``what`` (an empty folder may be replaced).
+
+    Args:
+        out: the ``--out`` folder.
+        overwrite: whether ``--overwrite`` was given.
+        holds_ours: whether a non-empty folder holds what this command writes.
+        what: what this command writes, for the message.
+
+    Raises:
+        ConfigError: the folder may not be replaced.
+    """
+    if not out.exists():
+        return
+    if not overwrite:
+        raise ConfigError(f"the folder {out} exists; pass --overwrite to replace it whole, or "
+                          "choose another --out")
+    if not out.is_dir() or (any(out.iterdir()) and not holds_ours(out)):
+        raise ConfigError(f"refusing to replace {out}: it does not hold {what}; choose another "
+                          "--out")
 
 
 def single_process(command: str) -> None:

@@ -11,7 +11,7 @@ from ..data import SYNTHETIC_CATEGORIES, SyntheticConfig, write_synthetic
 from ..engine.files import atomic_folder, write_json
 from ..engine.signals import StopSignals
 from ..errors import ConfigError
-from .common import add_common_flags, non_negative_int, positive_int
+from .common import add_common_flags, check_replaceable, non_negative_int, positive_int
 
 __all__ = ["DESCRIPTION", "MARKER_FILE", "add_arguments", "run"]
 
@@ -48,22 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _is_synthetic(folder: Path) -> bool:
-    """Whether ``folder`` is empty or holds a synthetic dataset (nothing else)."""
+    """Whether ``folder`` holds a synthetic dataset (nothing else)."""
     entries = [entry.name for entry in folder.iterdir()]
     return (folder / MARKER_FILE).is_file() or set(entries) <= set(SYNTHETIC_CATEGORIES)
-
-
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a folder that
-    holds anything but a synthetic dataset."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise ConfigError(f"the folder {out} exists; pass --overwrite to replace it whole, or "
-                          "choose another --out")
-    if not out.is_dir() or not _is_synthetic(out):
-        raise ConfigError(f"refusing to replace {out}: it does not hold a dataset of flowkit "
-                          f"data synth (no {MARKER_FILE}); choose another --out")
 
 
 def run(args: argparse.Namespace, stop: StopSignals) -> int:
@@ -75,7 +62,8 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
                                  args.num_test_per_defect, args.seed)
     except ValueError as error:
         raise ConfigError(f"{error}; change the flags") from error
-    _check_out(out, args.overwrite)
+    check_replaceable(out, args.overwrite, _is_synthetic,
+                      f"a dataset of flowkit data synth (no {MARKER_FILE})")
     with atomic_folder(out) as temporary:
         write_synthetic(temporary, args.categories, **asdict(config))
         write_json(temporary / MARKER_FILE, {"categories": args.categories, **asdict(config)})

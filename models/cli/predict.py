@@ -26,6 +26,7 @@ from ..errors import ConfigError
 from .common import (
     add_common_flags,
     add_inference_flags,
+    check_replaceable,
     options_of,
     positive_int,
     single_process,
@@ -64,19 +65,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_inference_flags(parser)
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    """Refuse an existing ``--out`` without ``--overwrite``, and never replace a folder that
-    holds anything but an earlier prediction."""
-    if not out.exists():
-        return
-    if not overwrite:
-        raise ConfigError(f"the output folder {out} exists; pass --overwrite to replace it, "
-                          "or choose another --out")
-    if not out.is_dir() or (any(out.iterdir()) and not (out / PREDICTIONS_FILE).is_file()):
-        raise ConfigError(f"refusing to replace {out}: it does not hold the output of "
-                          f"flowkit predict (no {PREDICTIONS_FILE}); choose another --out")
-
-
 def _print_predictions(predictions: Sequence[Prediction], thresholds: Thresholds,
                        out: Path) -> None:
     """The threshold, one line per image (score, verdict, file), and a summary."""
@@ -99,7 +87,8 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
     folder = RunFolder.open(args.run_dir)
     config = folder.read_config()
     out = Path(args.out)
-    _check_out(out, args.overwrite)
+    check_replaceable(out, args.overwrite, lambda folder: (folder / PREDICTIONS_FILE).is_file(),
+                      f"the output of flowkit predict (no {PREDICTIONS_FILE})")
     images = find_images(args.images, args.recursive)
     options = options_of(args)
     model = load_model(folder.final_checkpoint, options.device, expected_model=config.model,
