@@ -55,6 +55,13 @@ def flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _as_flag(key: str, value: Any) -> str:
+    """How a setting is written on the command line (``--memory-saving``, ``--levels 2``)."""
+    if isinstance(value, bool):
+        return flag(key) if value else "--no-" + flag(key)[2:]
+    return f"{flag(key)} {value}"
+
+
 def takes(cls: type[AnomalyModel], key: str) -> bool:
     """Whether the model's constructor takes ``key``."""
     parameters = inspect.signature(cls).parameters
@@ -129,7 +136,7 @@ def _build_model(args: argparse.Namespace, base: RunConfig | None, cls: type[Ano
         config = {**cls.defaults_for(data.name), **flags}
         if "image_size" in inspect.signature(cls).parameters:  # models that size buffers
             config.setdefault("image_size", data.image_size)
-    given = " ".join(f"{flag(key)} {value}" for key, value in flags.items())
+    given = " ".join(_as_flag(key, value) for key, value in flags.items())
     try:
         model = build_model(cls.name, **config)
     except (ValueError, OSError) as error:  # OSError: a weights file that is not there

@@ -81,3 +81,11 @@ def test_a_bad_choice_names_the_flag_and_the_choices(tmp_path: Path,
     assert main(argv) == EXIT_ERROR
     line = _error_line(capsys)
     assert "--volume-norm batch" in line and "channel" in line and "spatial" in line
+
+
+def test_the_settings_in_an_error_read_as_flags(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [*PYRAMIDFLOW, "--channels", "2", "--no-memory-saving", "--out", str(tmp_path / "r")]
+    assert main(argv) == EXIT_ERROR
+    assert ("cannot build pyramidflow with --channels 2 --kernel-size 3 --levels 2 "
+            "--no-memory-saving --num-stack 1:") in _error_line(capsys)
