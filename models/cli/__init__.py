@@ -26,7 +26,7 @@ import importlib
 import os
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from types import ModuleType
 from typing import NoReturn
 
@@ -76,12 +76,12 @@ def _command_of(argv: Sequence[str]) -> str | None:
     return next((word for word in argv if not word.startswith("-")), None)
 
 
-def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
+def build_parser(commands: Collection[str] | None = None) -> argparse.ArgumentParser:
     """The argument parser.
 
     Args:
-        command: the subcommand whose flags are added (its module is imported); ``"*"``:
-            every subcommand's; ``None`` or an unknown name: none (the top-level help).
+        commands: the subcommands whose flags are added (their modules are imported);
+            ``None``: all of them. The others are only listed, for the top-level help.
 
     Raises:
         ConfigError: a module of ``FLOWKIT_MODEL_MODULES`` that cannot be imported.
@@ -91,10 +91,10 @@ def build_parser(command: str | None = "*") -> argparse.ArgumentParser:
         description="Invertible networks for PyTorch, and anomaly-localization models on them.",
     )
     parser.add_argument("--version", action="version", version=f"flowkit {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
-        sub = commands.add_parser(name, help=help_text)
-        if command in (name, "*"):
+        sub = subparsers.add_parser(name, help=help_text)
+        if commands is None or name in commands:
             from .common import import_model_modules
 
             import_model_modules()
@@ -138,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = None
     try:
-        parser = build_parser(_command_of(argv))
+        parser = build_parser(COMMANDS.keys() & {_command_of(argv)})
         args = parser.parse_args(argv)
         if args.command is None:
             parser.print_help()

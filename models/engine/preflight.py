@@ -71,7 +71,7 @@ def _defects(dataset: Dataset[Item]) -> list[str]:
         return [sample.defect for sample in dataset.samples]
     if isinstance(dataset, SyntheticDataset):
         return [defect for defect, _ in dataset.index]
-    return [item.defect for item in dataset]  # type: ignore[attr-defined]
+    raise TypeError(f"cannot list the defects of a {type(dataset).__name__} without loading it")
 
 
 def check_test_split(dataset: Dataset[Item], name: str) -> None:

@@ -46,7 +46,7 @@ def test_every_constructor_keyword_is_a_flag(name: str, key: str, default: objec
     else:
         value = "x.pth" if default is None else str(default)
         argv, expected = [flag, value], type(default)(value) if default is not None else value
-    args = build_parser("train").parse_args(["train", "--model", name, *argv])
+    args = build_parser({"train"}).parse_args(["train", "--model", name, *argv])
     assert getattr(args, key) == expected
 
 
