@@ -51,7 +51,8 @@ the harness puts a placeholder module in ``sys.modules`` for the duration of the
 Run::
 
     python -m benchmarks.parity_official --official PATH/PyramidFlow --autoflow PATH/autoFlow \\
-        [--steps 100] [--mode both] [--category nut] [--out parity.json]
+        [--steps 100] [--mode both] [--sync] [--category nut] [--out parity.json]
+    python -m benchmarks.parity_official --mode control [--sync]   # no official code needed
 
 References:
     Lei et al., "PyramidFlow: High-Resolution Defect Contrastive Localization using Pyramid
@@ -342,7 +343,10 @@ class OfficialSide:
             )
         load_mapped(self.flow, official_state(ours))
         self.batch_loss = code.util.BatchDiffLoss(batch_size, p=2)
-        self.params = list(self.flow.parameters())
+        # The official optimizer also holds inconv.weight, which never has a gradient (the
+        # encoder runs under no_grad): Adam and the clip skip it, so leaving it out is the same.
+        named = dict(self.flow.named_parameters())
+        self.params = [named[name] for name in wanted]
         self.optimizer = torch.optim.Adam(self.params, **OFFICIAL_ADAM)
         self.clip = OFFICIAL_CLIP
 
@@ -387,6 +391,7 @@ class ParityReport:
 
     mode: str
     losses: list[tuple[float, float]] = field(default_factory=list)
+    gradient_rel: list[float] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     weight_max_abs: float = 0.0
     weight_max_rel: float = 0.0
@@ -404,6 +409,8 @@ class ParityReport:
             "steps": len(diffs), "loss_rel_max": max(diffs), "loss_rel_median":
             statistics.median(diffs), "loss_abs_max": max(absolute),
             "loss_abs_median": statistics.median(absolute), "first_step_rel": diffs[0],
+            "grad_rel_max": max(self.gradient_rel), "grad_rel_median":
+            statistics.median(self.gradient_rel),
         }
 
 
@@ -444,9 +451,27 @@ def _metrics(maps: Tensor, masks: Tensor) -> dict[str, float]:
             "aupro_0.3": aupro(maps, masks)}
 
 
+def _copy_parameters(source: Any, target: Any) -> None:
+    """``target``'s parameters set to ``source``'s (both lists in the official order)."""
+    with torch.no_grad():
+        for mine, theirs in zip(source.params, target.params, strict=True):
+            theirs.copy_(mine)
+
+
+def _gradient_difference(a: Any, b: Any) -> float:
+    """The largest ``max|g_a - g_b| / max|g_b|`` over the parameter tensors."""
+    worst = 0.0
+    for pa, pb in zip(a.params, b.params, strict=True):
+        if pa.grad is None or pb.grad is None:
+            continue
+        scale = max(float(pb.grad.double().abs().max()), 1e-30)
+        worst = max(worst, float((pa.grad.double() - pb.grad.double()).abs().max()) / scale)
+    return worst
+
+
 def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Tensor,
                test_masks: Tensor, steps: int, batch_size: int, seed: int = 0,
-               log: Callable[[str], None] | None = None) -> ParityReport:
+               log: Callable[[str], None] | None = None, sync: bool = False) -> ParityReport:
     """Train sides ``a`` and ``b`` on the same batches in the same order, then evaluate both.
 
     Args:
@@ -458,6 +483,11 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
         batch_size: images per step.
         seed: of the batch order.
         log: called with one line per step.
+        sync: before every step, set ``b``'s parameters to ``a``'s, so that each step's loss
+            and gradient difference is that of one step on the same weights (float32
+            training is chaotic: free-running trajectories part by more than rounding after
+            a few dozen steps, see the ``control`` mode). The final weights then differ by one
+            step; running means are not synchronized (they do not enter the loss).
     """
     report = ParityReport(mode, seconds={a.name: 0.0, b.name: 0.0})
     a.train(True)
@@ -465,14 +495,18 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
     for step, index in enumerate(batch_order(len(train_images), batch_size, steps, seed)):
         images = train_images[index]
         losses = []
+        if sync:
+            _copy_parameters(a, b)
         for side in (a, b):
             start = time.perf_counter()
             losses.append(_train_step(side, images))
             report.seconds[side.name] += time.perf_counter() - start
         report.losses.append((losses[0], losses[1]))
+        report.gradient_rel.append(_gradient_difference(a, b))
         if log is not None:
             log(f"step {step:4d}  {a.name} {losses[0]:.8g}  {b.name} {losses[1]:.8g}  "
-                f"rel diff {report.differences()[-1]:.3e}")
+                f"rel diff {report.differences()[-1]:.3e}  grad rel diff "
+                f"{report.gradient_rel[-1]:.3e}")
     state_a, state_b = a.state_as_ours(), b.state_as_ours()
     for name, value in state_a.items():
         diff = float((value.double() - state_b[name].double()).abs().max())
@@ -521,6 +555,8 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     parser.add_argument("--clamp-scale", type=float, default=None,
                         help="the official soft-clamp constant (default: read from its source)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sync", action="store_true",
+                        help="reset the second model's weights to ours before every step")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines")
     parser.add_argument("--out", help="write the reports as JSON")
     args = parser.parse_args(argv)
@@ -535,14 +571,15 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     modes = ["parity", "defaults"] if args.mode == "both" else [args.mode]
     reports = []
     for mode in modes:
+        mode_label = f"{mode}, synced" if args.sync else mode
         ours = build_ours(mode, clamp_scale, args.seed, image_size=args.image_size,
                           volume_norm=args.volume_norm)
         other = plain_twin(ours) if code is None else OfficialSide(
             code, ours, OFFICIAL_SETTINGS["batch_size"])
         print(f"== mode {mode}: ours {ours.config}")
-        report = run_parity(OursSide(ours), other, mode, train_images, test_images,
+        report = run_parity(OursSide(ours), other, mode_label, train_images, test_images,
                             test_masks, args.steps, OFFICIAL_SETTINGS["batch_size"], args.seed,
-                            log=None if args.quiet else print)
+                            log=None if args.quiet else print, sync=args.sync)
         reports.append(report)
     rows = [{"mode": r.mode, **{k: f"{v:.3g}" for k, v in r.summary().items()},
              "weight_rel_max": f"{r.weight_max_rel:.3g}", "worst": r.worst_tensor,

@@ -102,6 +102,25 @@ def test_control_mode_compares_memory_saving_with_plain_autograd() -> None:
                         batch_size=2)
     assert report.summary()["loss_rel_max"] < 1e-5
     assert report.weight_max_rel < 1e-3, report.worst_tensor
+    assert max(report.gradient_rel) < 1e-4
+
+
+def test_synced_steps_start_every_step_from_the_same_weights() -> None:
+    """With ``sync``, the second side is reset to the first's weights before every step: a
+    constant clamp difference then shows up per step, not accumulated."""
+    model = perturb_parameters_(_small(9), scale=0.2, seed=9)
+    twin = _twin(model, 9)
+    for block in twin.flow.blocks:
+        block.clamp_scale = 0.6
+    train, test, masks = synthetic_data("nut", 32, num_train=4)
+    report = run_parity(OursSide(model), OursSide(twin, name="twin"), "synced", train, test,
+                        masks, steps=3, batch_size=2, sync=True)
+    ours = dict(model.named_parameters())
+    theirs = dict(twin.named_parameters())
+    step = max(float((ours[k] - theirs[k]).detach().abs().max()) for k in ours)
+    assert step <= 3 * 2e-4  # one Adam step each, from the same weights (lr 2e-4)
+    assert all(d > 1e-5 for d in report.differences())
+    assert len(report.gradient_rel) == 3 and min(report.gradient_rel) > 1e-4
 
 
 def test_harness_sees_a_difference() -> None:
