@@ -19,14 +19,23 @@ from torch import Tensor, nn
 from .compose import Sequential
 from .core import Context, Flow, State, context_kwargs, zero_logdet
 from .errors import FlowInputError
+from .kernels.choice import Choice
 from .layers.actnorm import ActNorm
 from .layers.conv1x1 import InvConv1x1
 from .layers.coupling import AffineCoupling
+from .layers.spline import RQSplineCoupling
 from .layers.squeeze import Squeeze
 from .layers.subnet import ConvSubnet
 from .validation import check_tuple
 
-__all__ = ["MultiScaleFlow", "glow"]
+__all__ = ["GlowCoupling", "MultiScaleFlow", "glow"]
+
+
+class GlowCoupling(Choice):
+    """The coupling of each :func:`glow` step."""
+
+    AFFINE = "affine"  # Glow's
+    SPLINE = "spline"  # a rational-quadratic spline (Durkan et al., arXiv:1906.04032)
 
 
 class MultiScaleFlow(Flow):
@@ -117,16 +126,14 @@ class MultiScaleFlow(Flow):
         return tuple(tuple(z.shape[1:]) for z in latents)
 
 
-def _step(channels: int, hidden: int, kernel_size: int, clamp: float,
-          context_channels: int) -> list[Flow]:
+def _coupling(kind: GlowCoupling, channels: int, hidden: int, kernel_size: int, clamp: float,
+              context_channels: int) -> Flow:
     def subnet(c_in: int, c_out: int) -> nn.Module:
         return ConvSubnet(c_in, c_out, hidden=hidden, kernel_size=kernel_size)
 
-    return [
-        ActNorm(channels),
-        InvConv1x1(channels),
-        AffineCoupling(channels, subnet, clamp=clamp, context_channels=context_channels),
-    ]
+    if kind is GlowCoupling.SPLINE:
+        return RQSplineCoupling(channels, subnet, context_channels=context_channels)
+    return AffineCoupling(channels, subnet, clamp=clamp, context_channels=context_channels)
 
 
 def glow(
@@ -138,6 +145,7 @@ def glow(
     clamp: float = 2.0,
     memory_saving: bool = False,
     context_channels: int = 0,
+    coupling: GlowCoupling | str = GlowCoupling.AFFINE,
 ) -> MultiScaleFlow:
     """A Glow/RealNVP multi-scale flow with sane defaults.
 
@@ -159,6 +167,8 @@ def glow(
             in backward; the latents, which are outputs, are kept).
         context_channels: channels of a vector context ``[B, Cc]`` given to every coupling
             (0: unconditional).
+        coupling: ``"affine"`` (Glow) or ``"spline"`` (:class:`~flowkit.layers.RQSplineCoupling`
+            with its defaults) for the flow steps; the split prior stays affine.
 
     Returns:
         A :class:`MultiScaleFlow` mapping ``[B, C, H, W]`` to ``L`` latents, finest first.
@@ -179,20 +189,16 @@ def glow(
     """
     if levels < 1 or steps < 1:
         raise ValueError(f"glow needs levels >= 1 and steps >= 1, got {levels} and {steps}")
+    kind = GlowCoupling(coupling)
+    sizes = (hidden, kernel_size, clamp, context_channels)
     channels, built = in_channels, []
     for index in range(levels):
         channels *= 4
         blocks: list[Flow] = [Squeeze(2)]
         for _ in range(steps):
-            blocks += _step(channels, hidden, kernel_size, clamp, context_channels)
-        if index < levels - 1:
-            blocks.append(_prior(channels, hidden, kernel_size, clamp, context_channels))
+            blocks += [ActNorm(channels), InvConv1x1(channels), _coupling(kind, channels, *sizes)]
+        if index < levels - 1:  # Glow's learned split prior, as an affine coupling
+            blocks.append(_coupling(GlowCoupling.AFFINE, channels, *sizes))
         built.append(Sequential(*blocks, memory_saving=memory_saving))
         channels = (channels + 1) // 2
     return MultiScaleFlow(*built)
-
-
-def _prior(channels: int, hidden: int, kernel_size: int, clamp: float,
-           context_channels: int) -> AffineCoupling:
-    """Glow's learned split prior as a coupling of the leaving half on the kept half."""
-    return _step(channels, hidden, kernel_size, clamp, context_channels)[-1]
