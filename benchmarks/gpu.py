@@ -1,6 +1,6 @@
 """One command to validate and tune the Triton kernels on a GPU: ``python -m benchmarks.gpu``.
 
-On a CUDA device, in about 5-10 minutes on an H100/H200, it
+On a CUDA device (sized to fit in 10 minutes on an H100/H200; not yet run on one), it
 
 1. measures the device's copy bandwidth and matmul peaks (float32, TF32, bfloat16);
 2. for every op family (pyramid, coupling, conv), precision and PyramidFlow-like shape (256 and
