@@ -16,6 +16,7 @@ __all__ = [
     "NUT_APOTHEM",
     "SENSOR_NOISE",
     "SYNTHETIC_CATEGORIES",
+    "SYNTHETIC_DETAIL",
     "SYNTHETIC_OBJECTS",
     "SYNTHETIC_TEXTURES",
     "Scene",
@@ -38,7 +39,9 @@ _PALETTES = {
     "grass": ((0.04, 0.13, 0.02), (0.62, 0.85, 0.33)),
     "gravel": ((0.16, 0.15, 0.13), (0.86, 0.82, 0.74)),
 }
-_SOURCE_CROP = 256  # texture pixels per image side, before resizing
+SYNTHETIC_DETAIL = 256
+"""Texture pixels per image side cut from the photographs: larger synthetic images are
+upsampled from fewer pixels (the nut is drawn at any size)."""
 _CROP_JITTER = 0.1  # relative scale jitter of the crop
 _BRIGHTNESS_JITTER = 0.04
 SENSOR_NOISE = 0.012
@@ -63,7 +66,7 @@ def _photo(name: str) -> np.ndarray:
 def texture(name: str, size: int, rng: np.random.Generator) -> np.ndarray:
     """A coloured random crop of texture ``name``, ``[size, size, 3]`` float32, noise-free."""
     photo = _photo(name)
-    crop = round(_SOURCE_CROP * rng.uniform(1 - _CROP_JITTER, 1 + _CROP_JITTER))
+    crop = round(SYNTHETIC_DETAIL * rng.uniform(1 - _CROP_JITTER, 1 + _CROP_JITTER))
     top, left = rng.integers(0, np.array(photo.shape) - crop + 1)
     gray = resize(photo[top:top + crop, left:left + crop], (size, size), order=1,
                   anti_aliasing=True)

@@ -10,7 +10,17 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..base import MODELS
-from ..data import GOOD, DatasetError, FolderDataset, Item, Split, SyntheticDataset, read_size
+from ..data import (
+    GOOD,
+    SYNTHETIC_TEXTURES,
+    DatasetError,
+    FolderDataset,
+    Item,
+    Split,
+    SyntheticDataset,
+    read_size,
+)
+from ..data.synthetic_scenes import SYNTHETIC_DETAIL
 from ..errors import ConfigError
 from .config import RunConfig
 from .distributed import per_process_batch
@@ -26,13 +36,19 @@ class DataReport:
 
     Attributes:
         sizes: how many image files have each ``(height, width)`` (empty for in-memory data).
+        detail: for rendered textures, the source pixels per image side (else ``None``).
     """
 
     sizes: Counter[tuple[int, int]]
+    detail: int | None = None
 
     def resize_note(self, image_size: int) -> str | None:
-        """A line saying how the files are resized to ``image_size``; ``None`` when they
-        already have that size (or are not files)."""
+        """A line saying how the files are resized to ``image_size`` (or that rendered
+        textures are upsampled); ``None`` when nothing is upsampled or resized."""
+        if self.detail is not None and image_size > self.detail:
+            return (f"note: the synthetic textures hold {self.detail} px of detail per side; at "
+                    f"{image_size} px they are upsampled, which adds no detail: pass "
+                    f"--image-size {self.detail} or less, or --category nut (drawn at any size)")
         target = (image_size, image_size)
         others = {size: n for size, n in self.sizes.items() if size != target}
         if not others:
@@ -144,4 +160,6 @@ def preflight(config: RunConfig, world_size: int = 1) -> DataReport:
             f"{config.batch_size}; pass --batch-size {max(len(train), 1)} or less"
         )
     check_test_split(test, config.data.name)
-    return DataReport(scan_images(train) + scan_images(test))
+    textures = isinstance(train, SyntheticDataset) and train.category in SYNTHETIC_TEXTURES
+    return DataReport(scan_images(train) + scan_images(test),
+                      SYNTHETIC_DETAIL if textures else None)

@@ -3,6 +3,7 @@ setting are checked in seconds, and a failed check writes, deletes and rewrites 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from flowkit.models.cli import EXIT_ERROR, main
 from flowkit.models.data import write_synthetic
-from flowkit.models.engine.preflight import DataReport, check_optimizer
+from flowkit.models.engine.preflight import DataReport, check_optimizer, preflight
 from flowkit.models.errors import ConfigError
 
 from ..tiny_model import TINY
@@ -143,3 +144,16 @@ def test_train_prints_the_resize_note(tmp_path: Path, capsys: pytest.CaptureFixt
     assert main(argv) == 0
     assert "note: resizing the image files (8 of 32x32 px) to 64x64; smaller ones are " \
            "upsampled" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("category", "size", "noted"),
+                         [("brick", 512, True), ("brick", 256, False), ("nut", 512, False)])
+def test_upsampled_synthetic_textures_are_noted(tiny_config, category: str, size: int,
+                                                noted: bool) -> None:
+    data = dataclasses.replace(tiny_config.data, category=category, image_size=size)
+    note = preflight(dataclasses.replace(tiny_config, data=data)).resize_note(size)
+    assert (note is not None) is noted
+    if noted:
+        assert note == (f"note: the synthetic textures hold 256 px of detail per side; at {size} "
+                        "px they are upsampled, which adds no detail: pass --image-size 256 or "
+                        "less, or --category nut (drawn at any size)")
