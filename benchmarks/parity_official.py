@@ -127,7 +127,6 @@ _BLOCK_MAP = (  # (ours under flow.blocks.i, official under nf.moduleslst.i); pa
     ("mix.sign", "conv1x1.s_sign"),
     ("norm.running_mean", "affineParams.norm.running_mean"),
 )
-_PARAMETERS_PER_BLOCK = 5
 _PLACEHOLDERS = ("torchvision", "albumentations", "PIL")
 _CLAMP_PATTERN = re.compile(r"self\.clamp\s*\*\s*([0-9.eE+-]+)\s*\*\s*torch\.atan")
 
@@ -302,6 +301,9 @@ class OursSide:
         self.params = [named[mine] for mine, _ in name_pairs(model) if mine in named]
         settings = dict(model.optimizer_settings())
         self.clip = settings.pop("clip_grad_norm")
+        if settings != OFFICIAL_ADAM or self.clip != OFFICIAL_CLIP:
+            warnings.warn(f"our optimizer settings {settings} (clip {self.clip}) are not the "
+                          f"official {OFFICIAL_ADAM} (clip {OFFICIAL_CLIP})", stacklevel=2)
         self.optimizer = torch.optim.Adam(self.params, **settings)
 
     def loss(self, images: Tensor) -> Tensor:
@@ -341,6 +343,11 @@ class OfficialSide:
                 "the official model's parameters are not where the mapping expects them: "
                 f"first differences (official, expected) {first}"
             )
+        for i, block in enumerate(ours.flow.blocks):
+            theirs_lu = self.flow.nf.moduleslst[i].conv1x1
+            if not (torch.equal(theirs_lu.l_mask, block.mix.lower_mask)
+                    and torch.equal(theirs_lu.u_mask, block.mix.lower_mask.T)):
+                raise ValueError(f"block {i}: the official LU masks differ from ours")
         load_mapped(self.flow, official_state(ours))
         self.batch_loss = code.util.BatchDiffLoss(batch_size, p=2)
         # The official optimizer also holds inconv.weight, which never has a gradient (the
