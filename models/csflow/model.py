@@ -194,21 +194,22 @@ class CSFlow(AnomalyModel):
         """Forget the cached training features (e.g. after moving the model to a device)."""
         self._cache.clear()
 
-    def _cached_features(self, images: Tensor) -> tuple[Tensor, ...]:
-        """Backbone features, computed only for the images not seen before."""
+    def _cached_features(self, images: Tensor, fill: bool) -> tuple[Tensor, ...]:
+        """Backbone features, computed only for the images not in the cache (entries on
+        another device are recomputed); ``fill`` adds the new ones to it."""
         keys = [_image_key(image) for image in images]
-        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        found = [self._cache.get(key) for key in keys]
+        missing = [i for i, f in enumerate(found) if f is None or f[0].device != images.device]
         if missing:
             fresh = self.features(images[missing])
-            for j, i in enumerate(missing):
-                self._cache[keys[i]] = tuple(f[j : j + 1].clone() for f in fresh)
-                if len(self._cache) > self.cache_size:
-                    self._cache.popitem(last=False)
-            if len(missing) == len(keys):
+            if len(missing) == len(keys) and not fill:
                 return fresh
-        found = [self._cache.get(key) for key in keys]
-        if any(f is None for f in found):  # evicted by this very batch: a cache too small
-            return self.features(images)
+            for j, i in enumerate(missing):
+                found[i] = tuple(f[j : j + 1].clone() for f in fresh)
+                if fill:
+                    self._cache[keys[i]] = found[i]
+                    if len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
         return tuple(torch.cat(parts, dim=0) for parts in zip(*found, strict=True))
 
     def latents(self, images: Tensor, cache: bool = False) -> tuple[tuple[Tensor, ...], Tensor]:
@@ -216,11 +217,16 @@ class CSFlow(AnomalyModel):
 
         Args:
             images: ``[B, 3, H, W]`` in ``[0, 1]``, sides multiples of :meth:`size_multiple`.
-            cache: look the backbone features up in (and add them to) the feature cache.
+            cache: look the backbone features up in the feature cache; in training mode, also
+                add the new ones (evaluation reuses the training images' features, e.g. when
+                the application fits its thresholds on them, but never fills the cache).
         """
         self.check_image_size(*images.shape[-2:])
         use_cache = cache and self.cache_size > 0
-        features = self._cached_features(images) if use_cache else self.features(images)
+        features = (
+            self._cached_features(images, fill=self.training) if use_cache
+            else self.features(images)
+        )
         z, logdet = self.flow(features)
         return z, logdet
 
@@ -244,13 +250,13 @@ class CSFlow(AnomalyModel):
     @torch.no_grad()
     def anomaly_map(self, images: Tensor) -> Tensor:
         """Channel mean of ``z^2`` (finest scale, or all, see ``map_mode``), ``[B, 1, H, W]``."""
-        z, _ = self.latents(images)
+        z, _ = self.latents(images, cache=True)
         return self._map(z, images.shape[-2:])
 
     @torch.no_grad()
     def predict(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """``(maps [B, 1, H, W], scores [B])`` from one pass; the score is the paper's mean of
         ``z^2 / 2`` over all latents (not the maximum of the map, the base class's default)."""
-        z, _ = self.latents(images)
+        z, _ = self.latents(images, cache=True)
         flat = torch.cat([t.flatten(1) for t in z], dim=1)
         return self._map(z, images.shape[-2:]), 0.5 * flat.square().mean(dim=1)

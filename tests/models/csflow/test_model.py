@@ -62,8 +62,13 @@ def test_features_are_extracted_once_per_training_image() -> None:
     model.loss(images)  # two new images: one backbone pass per scale for them only
     model.loss(images.flip(0))
     assert len(calls) == 2 * 3
-    model.eval().anomaly_map(images)  # evaluation never uses or fills the cache
-    assert len(calls) == 3 * 3 and len(model._cache) == 4
+    model.eval().anomaly_map(images)  # evaluation reuses the training features
+    assert len(calls) == 2 * 3
+    fresh = torch.rand(2, 3, 128, 128)
+    maps, _ = model.predict(torch.cat([images[:1], fresh]))  # computes only the new ones
+    assert len(calls) == 3 * 3 and len(model._cache) == 4  # and never fills the cache
+    model.clear_feature_cache()
+    torch.testing.assert_close(maps, model.anomaly_map(torch.cat([images[:1], fresh])))
 
 
 @pytest.mark.parametrize(("stride", "channels"), [(32, 192), (16, 112)])
