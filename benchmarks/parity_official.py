@@ -84,7 +84,7 @@ from flowkit.models.data.synthetic import SyntheticDataset
 from flowkit.models.metrics import aupro, image_auroc, pixel_auroc
 from flowkit.models.pyramidflow import PyramidFlow
 
-from .common import print_table, stamp, write_json
+from .common import print_table, write_json
 
 __all__ = [
     "OFFICIAL_SETTINGS",
@@ -596,7 +596,7 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     for row in rows:
         print_table([row], list(row))
     if args.out:
-        write_json(args.out, [{**stamp(), **asdict(r), "summary": r.summary(),
+        write_json(args.out, [{**asdict(r), "summary": r.summary(),
                                "clamp_scale_official": clamp_scale} for r in reports])
     return reports
 
