@@ -222,7 +222,9 @@ class CSFlow(AnomalyModel):
                 the application fits its thresholds on them, but never fills the cache).
         """
         self.check_image_size(*images.shape[-2:])
-        use_cache = cache and self.cache_size > 0
+        # Evaluation with an empty cache (a model loaded from a checkpoint, one being exported
+        # or traced) never hashes images: the lookup could only miss.
+        use_cache = cache and self.cache_size > 0 and (self.training or bool(self._cache))
         features = (
             self._cached_features(images, fill=self.training) if use_cache
             else self.features(images)
