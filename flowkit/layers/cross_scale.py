@@ -309,10 +309,9 @@ class CrossScaleBlock(Sequential):
     scales; then the second half, conditioned on the *new* first half (the official
     ``parallel_glow_coupling_layer``). Each coupling has its own subnet.
 
-    As a :class:`flowkit.Sequential` of the two couplings it iterates over them: inside a
-    memory-saving flow, unpack it (``flowkit.Sequential(..., *block, ...)``) so that each
-    coupling's fused :meth:`~CrossScaleCoupling.rebuild` serves the backward (4 units of
-    work instead of the 5 of a nested block, which rebuilds by ``inverse`` then ``forward``).
+    As a :class:`flowkit.Sequential` of the two couplings it iterates over them; inside a
+    memory-saving flow the engine walks it coupling by coupling (nested or unpacked alike), so
+    each coupling's fused :meth:`~CrossScaleCoupling.rebuild` serves the backward.
 
     Args:
         channels: channels ``C`` of every scale (at least 2).

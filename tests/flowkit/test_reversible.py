@@ -181,12 +181,30 @@ def test_dropout_sees_the_same_random_numbers() -> None:
 def test_bfloat16_autocast_on_cpu() -> None:
     plain, saving = twins(coupling_stack(3), dtype=torch.float32)
     x = torch.randn(2, 4, 8, 8)
+    dtypes: list[torch.dtype] = []
+    for block in saving:
+        if isinstance(block, layers.AffineCoupling):
+            block.subnet.register_forward_hook(lambda m, i, out: dtypes.append(out.dtype))
     for flow in (plain, saving):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             y, logdet = flow(x)
         assert y.dtype == torch.float32, "the invertible path must stay in float32"
+        dtypes.clear()
         loss_of(y, logdet).backward()
+    # the replays run under the forward's autocast state, although backward runs outside it
+    assert dtypes == [torch.bfloat16] * 3
     assert_same_gradients(plain, saving, 2e-2)
+
+
+def test_a_parameter_shared_by_several_blocks_gets_all_its_gradient() -> None:
+    shared = subnet(2, 4)
+    blocks = [layers.AffineCoupling(4, lambda a, b: shared), layers.Reverse(4),
+              layers.AffineCoupling(4, lambda a, b: shared), layers.InvConv1x1(4)]
+    plain, saving = twins(blocks)
+    x = torch.randn(2, 4, 5, 5, dtype=torch.float64)
+    run(plain, x)
+    run(saving, x)
+    assert_same_gradients(plain, saving, EXACT)
 
 
 def test_inputs_without_grad_and_no_grad_mode() -> None:
@@ -261,3 +279,17 @@ def test_saved_memory_does_not_grow_with_depth() -> None:
     assert saved_bytes(saving32, x) <= 1.1 * saved_bytes(saving2, x)
     ratio = saved_bytes(plain32, x) / saved_bytes(plain2, x)
     assert 12 < ratio <= 16.5
+
+
+def test_outputs_never_alias_the_input() -> None:
+    """A chain of permutations may return its input (or a view): the engine hands back a copy,
+    so an in-place change of the output cannot reach the caller's input."""
+    for blocks in ([flowkit.Identity()], [flowkit.Split([1, 3])], [layers.Reverse(4)]):
+        flow = flowkit.Sequential(*blocks, memory_saving=True)
+        x = torch.randn(2, 4, 3, 3)
+        before = x.clone()
+        with torch.enable_grad():
+            y, _ = flow(x)
+        for t in y if isinstance(y, tuple) else (y,):
+            t.add_(1)
+        assert torch.equal(x, before)

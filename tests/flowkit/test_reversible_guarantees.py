@@ -213,7 +213,8 @@ def coupling_flow(kind: str) -> tuple[flowkit.Sequential, object, object]:
         x = tuple(torch.randn(2, 2, 8 >> k, 8 >> k) for k in range(3))
         return flowkit.Sequential(*blocks, memory_saving=True), x, None
     if kind == "cross-scale":
-        blocks = [*layers.CrossScaleBlock(4, hidden=6), layers.CrossScaleCoupling(4, hidden=6)]
+        # a CrossScaleBlock nested as one block: the engine walks its two couplings
+        blocks = [layers.CrossScaleBlock(4, hidden=6), layers.CrossScaleCoupling(4, hidden=6)]
         x = tuple(torch.randn(2, 4, 8 >> k, 8 >> k) for k in range(3))
         return flowkit.Sequential(*blocks, memory_saving=True), x, None
     coupling = layers.AffineCoupling if kind.startswith("affine") else layers.AdditiveCoupling
@@ -244,18 +245,22 @@ def test_backward_evaluates_each_coupling_subnet_exactly_once(kind: str) -> None
         # the fused rebuild, not the default inverse-then-forward (which evaluates it twice)
         assert type(coupling).rebuild is not flowkit.Flow.rebuild
     calls = {id(c.subnet): 0 for c in couplings}
+    replays: list[bool] = []
 
     def count(module: nn.Module, args, output) -> None:
         calls[id(module)] += 1
+        replays.append(flowkit.is_recomputing())
 
     hooks = [c.subnet.register_forward_hook(count) for c in couplings]
     y, logdet = flow(x, **({} if context is None else {"context": context}))
-    assert list(calls.values()) == [1, 1, 1]
+    assert list(calls.values()) == [1, 1, 1] and replays == [False] * 3
     calls.update(dict.fromkeys(calls, 0))
+    replays.clear()
     loss_of(y, logdet).backward()
     for hook in hooks:
         hook.remove()
     assert list(calls.values()) == [1, 1, 1], "backward must evaluate each subnet once"
+    assert replays == [True] * 3, "the fused rebuild's subnet call is a replay"
 
 
 def test_dropout_in_a_nested_sequential_replays_the_same_masks() -> None:

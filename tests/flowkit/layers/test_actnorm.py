@@ -95,3 +95,13 @@ def test_init_from_the_global_batch_under_ddp(tmp_path) -> None:
             torch.testing.assert_close(actual, wanted, rtol=1e-12, atol=1e-12)
     for a, b in zip(ranks[0]["step"], ranks[1]["step"], strict=True):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_loading_an_uninitialized_state_re_arms_the_init() -> None:
+    norm = layers.ActNorm(2)
+    norm(torch.randn(4, 2, 3, 3) + 5)
+    norm.load_state_dict(layers.ActNorm(2).state_dict())
+    x = torch.randn(4, 2, 3, 3) * 3 - 1
+    y, _ = norm(x)
+    torch.testing.assert_close(y.mean((0, 2, 3)), torch.zeros(2), atol=1e-5, rtol=0)
+    assert bool(norm.is_initialized)
