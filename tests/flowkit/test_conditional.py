@@ -144,6 +144,9 @@ def test_a_context_is_never_ignored() -> None:
         plain.inverse(x, context=torch.randn(2, CONTEXT, 3, 3))
     with pytest.raises(FlowInputError, match="no conditional layer"):
         flowkit.NormalizingFlow(plain).log_prob(x, context=torch.randn(2, CONTEXT))
+    for method in (plain[0].inverse_and_logdet, plain[0].rebuild, plain[0].inverse):
+        with pytest.raises(FlowInputError, match="no conditional layer"):
+            method(x, context=torch.randn(2, CONTEXT))
 
 
 @pytest.mark.parametrize(
