@@ -113,6 +113,23 @@ def test_each_broken_layer_fails_with_the_property_named(flow, modes, message: s
         check_flow(flow, torch.randn(3, 2, 3, 3).double(), modes=modes)
 
 
+class _ReluSubnet(nn.Module):
+    """(s, t) = (relu(x1) / 2, relu(x1)): piecewise linear, with a kink at x1 = 0."""
+
+    def forward(self, x1: Tensor) -> Tensor:
+        return torch.cat([x1.relu() / 2, x1.relu()], dim=1)
+
+
+def test_a_kink_next_to_the_input_is_not_taken_for_a_wrong_gradient() -> None:
+    # x1 sits 3e-7 from the ReLU's kink: a 1e-6 central difference straddles it (error ~0.25),
+    # though autograd's derivative is right; check_flow must not fail a correct layer there.
+    flow = layers.AffineCoupling(2, lambda c_in, c_out: _ReluSubnet())
+    x = torch.randn(2, 2, 3, 3, dtype=torch.float64)
+    x[:, 0] = 3e-7
+    report = check_flow(flow, x)
+    assert report.gradient_error < 1e-6
+
+
 def test_float32_tolerances_are_per_dtype() -> None:
     assert default_tolerance(torch.float64) <= 1e-10 and default_tolerance(torch.float32) <= 1e-5
     report = check_flow(Scale(), torch.randn(3, 2, 3, 3))
