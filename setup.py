@@ -54,6 +54,7 @@ setup(
         # optional at run time: imported only by the kernel launchers (flowkit runs without it)
         "triton>=3.0; platform_system == 'Linux'",
         "scikit-image>=0.22",
+        "pillow>=9",  # image headers and 16-bit map PNGs (models.data, models.engine)
         "tqdm>=4.60",
         "matplotlib>=3.7",
     ],
