@@ -57,8 +57,18 @@ def test_flowkit_layers_and_models_run_without_triton() -> None:
 
 
 def test_reference_tests_pass_without_triton() -> None:
-    """The kernel package's Triton-free tests (dispatch, soft clamp) with Triton hidden."""
-    tests = ["tests/kernels/test_dispatch.py", "tests/kernels/test_soft_clamp.py"]
+    """The core tests (every layer, the engine, conditioning, errors, distributions) and the
+    kernel package's Triton-free tests (dispatch, soft clamp), with Triton hidden."""
+    tests = [
+        "tests/flowkit/layers",
+        "tests/flowkit/test_conditional.py",
+        "tests/flowkit/test_reversible.py",
+        "tests/flowkit/test_reversible_guarantees.py",
+        "tests/flowkit/test_errors.py",
+        "tests/flowkit/test_distribution.py",
+        "tests/kernels/test_dispatch.py",
+        "tests/kernels/test_soft_clamp.py",
+    ]
     result = _run(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
                    "-p", "tests.kernels.hide_triton", *tests])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
