@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-import torch
 
 from flowkit.models.engine.config import DataSettings, RunConfig
 
+from .threads import one_thread
 from .tiny_model import TINY, TinyAutoencoder
 
 IMAGE_SIZE = 32
@@ -31,9 +31,6 @@ def tiny_config() -> RunConfig:
 
 @pytest.fixture
 def single_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny model's tensors are too small to share, and on a busy
-    2-core machine a second spinning thread makes each step ~100x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    """One intra-op thread for the whole test (see :func:`one_thread`)."""
+    with one_thread():
+        yield

@@ -19,6 +19,7 @@ from flowkit.models.cli import EXIT_ERROR, main
 from flowkit.models.data import read_image, write_synthetic
 from flowkit.models.engine.checkpoint import save_checkpoint
 
+from ..threads import one_thread
 from ..tiny_model import TINY, TINY_MODULE, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -69,10 +70,8 @@ def _mvtec(root: Path) -> list[str]:
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of the tiny model with two levels (sides must be even)."""
     run = tmp_path_factory.mktemp("trained") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    assert main([*SMALL, "--levels", "2", "--out", str(run)]) == 0
-    torch.set_num_threads(threads)
+    with one_thread():
+        assert main([*SMALL, "--levels", "2", "--out", str(run)]) == 0
     return run
 
 

@@ -28,6 +28,7 @@ from flowkit.models.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, save_che
 from flowkit.models.engine.run_folder import RunFolder, RunMode
 from flowkit.models.engine.training import TrainOptions, train
 
+from ..threads import one_thread
 from ..tiny_model import TINY, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -75,10 +76,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     """A finished one-epoch run of the tiny model (no evaluation)."""
     config = resolve_config(build_parser().parse_args([*TRAIN, "--epochs", "1"]))
     run = RunFolder.prepare(tmp_path_factory.mktemp("bad") / "run", RunMode.NEW)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
-    torch.set_num_threads(threads)
+    with one_thread():
+        train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
     return run
 
 

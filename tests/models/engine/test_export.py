@@ -37,6 +37,7 @@ from flowkit.models.errors import RunFolderError
 from flowkit.models.pyramidflow.model import PyramidFlow
 from flowkit.testing import perturb_parameters_
 
+from ..threads import one_thread
 from ..tiny_model import TINY, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -74,10 +75,8 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> RunFolder:
     config = RunConfig(TINY, dict(model.config), DataSettings("synthetic", None, "brick", 32),
                        epochs=1, batch_size=4, seed=0, optimizer=dict(model.optimizer_settings()))
     run = RunFolder.prepare(tmp_path_factory.mktemp("export") / "tiny", RunMode.NEW)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
-    torch.set_num_threads(threads)
+    with one_thread():
+        train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
     return run
 
 

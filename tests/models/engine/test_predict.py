@@ -25,6 +25,7 @@ from flowkit.models.engine.run_folder import RunFolder, RunMode
 from flowkit.models.engine.thresholds import THRESHOLD_QUANTILE, Thresholds, read_thresholds
 from flowkit.models.engine.training import TrainOptions, train
 
+from ..threads import one_thread
 from ..tiny_model import TINY, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -39,10 +40,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunFolder]:
     config = RunConfig(TINY, dict(model.config), DataSettings("synthetic", None, "brick", SIZE),
                        epochs=1, batch_size=4, seed=0, optimizer=dict(model.optimizer_settings()))
     run = RunFolder.prepare(tmp_path_factory.mktemp("predict") / "run", RunMode.NEW)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
-    torch.set_num_threads(threads)
+    with one_thread():
+        train(config, run, TrainOptions(torch.device("cpu"), progress=False, quiet=True))
     yield run
 
 

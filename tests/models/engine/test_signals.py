@@ -24,6 +24,7 @@ from flowkit.models.engine.signals import StopSignals
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import Interrupted
 
+from ..threads import one_thread
 from ..tiny_model import TINY, TINY_MODULE, TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -119,12 +120,8 @@ def _cli_config() -> RunConfig:
 def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
     """The final weights of the command line's run, uninterrupted (trained in this process)."""
     run = RunFolder.prepare(tmp_path_factory.mktemp("uninterrupted") / "run", RunMode.NEW)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         train(_cli_config(), run, OPTIONS)
-    finally:
-        torch.set_num_threads(threads)
     return _state(run.final_checkpoint)
 
 

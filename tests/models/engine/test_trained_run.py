@@ -18,6 +18,7 @@ from flowkit.models.cli.predict import PREDICTIONS_FILE
 from flowkit.models.data import write_synthetic
 from flowkit.models.errors import CheckpointError, RunFolderError
 
+from ..threads import one_thread
 from ..tiny_model import TINY
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -29,11 +30,9 @@ README = Path(__file__).resolve().parents[3] / "README.md"
 def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run of the tiny model with two levels."""
     out = tmp_path_factory.mktemp("api") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    assert main(["train", "--model", TINY, "--levels", "2", "--epochs", "1", "--quiet",
-                 "--out", str(out)]) == 0
-    torch.set_num_threads(threads)
+    with one_thread():
+        assert main(["train", "--model", TINY, "--levels", "2", "--epochs", "1", "--quiet",
+                     "--out", str(out)]) == 0
     return out
 
 
