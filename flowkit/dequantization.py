@@ -43,7 +43,10 @@ def _check_pixels(k: Tensor, levels: int) -> Tensor:
     """``k`` as float32 (float64 stays), after checking it holds integers in ``[0, levels)``."""
     dtype = k.dtype if k.dtype == torch.float64 else torch.float32
     values = k.to(dtype)
-    if bool((values != values.round()).any()) or bool(((values < 0) | (values >= levels)).any()):
+    # A deliberate check of the data (one host sync per batch, outside any layer's forward):
+    # images already scaled to [0, 1] are the common mistake, and would pass silently.
+    invalid = (values != values.round()) | (values < 0) | (values >= levels)
+    if bool(invalid.any()):
         raise ValueError(
             f"dequantization takes integer pixel values in [0, {levels}), got values in "
             f"[{float(values.min())}, {float(values.max())}]; pass the raw integer image, not "

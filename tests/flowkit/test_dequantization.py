@@ -43,6 +43,8 @@ def test_bad_inputs_are_named() -> None:
         uniform_dequantize(torch.tensor([0.5]))
     with pytest.raises(ValueError, match="integer pixel values"):
         uniform_dequantize(torch.tensor([256]))
+    with pytest.raises(ValueError, match="integer pixel values"):
+        uniform_dequantize(torch.tensor([3, -1]))
     with pytest.raises(ValueError, match="levels must be an integer >= 2"):
         bits_per_dim(1.0, 4, levels=1)
     with pytest.raises(ValueError, match="dims must be"):
