@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from ..data import Choice, FolderDataset, Item, PairTransform, SyntheticDataset, is_texture
 from ..errors import RunFolderError
+from ..metrics import DEFAULT_FPR_LIMIT
 
 __all__ = ["SYNTHETIC_DATA_SEED", "DataSettings", "DataSource", "RunConfig"]
 
@@ -85,6 +86,11 @@ class RunConfig:
         batch_size: training batch size (also used for evaluation).
         seed: seeds torch, numpy, ``random`` and the data order.
         optimizer: Adam's arguments plus ``clip_grad_norm`` (``None``: no clipping).
+        val_fraction: the fraction of the training images held out for validation, with
+            pasted defects, to choose the best epoch (see :mod:`.validation`); 0 (what a run
+            written before this field did): no validation.
+        select_by: the validation metric the best epoch maximizes, a key of
+            ``metrics.json`` (``aupro_0.3`` or ``pixel_auroc``).
     """
 
     model: str
@@ -94,6 +100,8 @@ class RunConfig:
     batch_size: int
     seed: int
     optimizer: dict[str, Any]
+    val_fraction: float = 0.0
+    select_by: str = f"aupro_{DEFAULT_FPR_LIMIT}"
 
     def __post_init__(self) -> None:
         # Stored as JSON stores them (tuples as lists), so a config read back compares equal.

@@ -4,12 +4,17 @@ A run folder holds everything a run produces::
 
     runs/<name>/
         config.json          the full RunConfig (model config, data settings, optimization)
-        history.json         per-epoch mean loss, steps and seconds
+        history.json         per-epoch mean loss, steps and seconds; with validation, the
+                             epoch's validation metrics (see :mod:`.validation`)
         train.log            one line per epoch and per stage
-        metrics.json         test metrics of the final model, with timing
+        metrics.json         test metrics of the final model, with timing; under "best",
+                             those of the best-on-validation model, its epoch and scores
         threshold.json       anomaly thresholds from the normal training images (predict)
+        best_threshold.json  the same for the best-on-validation model
         checkpoints/last.pt  written after every epoch, and on SIGINT/SIGTERM (resume point)
         checkpoints/final.pt the reported model: after the last epoch and ``fit_normal``
+        checkpoints/best.pt  with validation: the epoch scoring best on the held-out training
+                             images with pasted defects, fitted like final.pt
         heatmaps/*.png       image | ground truth | anomaly map, for a few test images
         curves/roc.png, curves/pro.png
 
@@ -28,7 +33,7 @@ from ..errors import RunFolderError
 from .config import RunConfig
 from .files import TEMPORARY_GLOB, read_json
 
-__all__ = ["RunFolder", "RunMode"]
+__all__ = ["RunFolder", "RunMode", "Trained"]
 
 
 class RunMode(Choice):
@@ -37,6 +42,13 @@ class RunMode(Choice):
     NEW = "new"
     RESUME = "resume"
     OVERWRITE = "overwrite"
+
+
+class Trained(Choice):
+    """Which fitted model of a run: the last epoch's, or the best epoch on validation."""
+
+    FINAL = "final"
+    BEST = "best"
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,11 @@ class RunFolder:
         return self.root / "threshold.json"
 
     @property
+    def best_threshold(self) -> Path:
+        """``best_threshold.json``: the thresholds of the best-on-validation model."""
+        return self.root / "best_threshold.json"
+
+    @property
     def checkpoints(self) -> Path:
         """The checkpoint folder."""
         return self.root / "checkpoints"
@@ -88,6 +105,17 @@ class RunFolder:
     def final_checkpoint(self) -> Path:
         """The reported model, after the last epoch and ``fit_normal``."""
         return self.checkpoints / "final.pt"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        """The best epoch on the validation images, fitted (runs with validation only)."""
+        return self.checkpoints / "best.pt"
+
+    def trained(self, which: Trained | str) -> tuple[Path, Path]:
+        """The checkpoint and the threshold file of the final or the best model."""
+        if Trained(which) is Trained.BEST:
+            return self.best_checkpoint, self.best_threshold
+        return self.final_checkpoint, self.threshold
 
     @property
     def heatmaps(self) -> Path:

@@ -1,8 +1,10 @@
 """The training loop: seeded, checkpointed after every epoch and on a stop signal, resumable to
 the same weights, on one process or several (``torchrun``, see :mod:`.distributed`).
 
-The reported model is always the final one (after the last epoch and ``fit_normal``): no
-checkpoint is ever chosen by looking at the test set. A resumed run equals an uninterrupted
+The reported model is the final one (after the last epoch and ``fit_normal``) and, with a
+validation split (``RunConfig.val_fraction``, see :mod:`.validation`), also the best epoch on
+the held-out training images with pasted defects (``best.pt``): no checkpoint is ever chosen by
+looking at the test set, which training never opens. A resumed run equals an uninterrupted
 one (bit for bit on the CPU, see :mod:`.sampling`): a checkpoint written on SIGINT or SIGTERM,
 after the last completed step of an unfinished epoch, also holds that epoch's step count and
 loss sum, and the resumed run skips the epoch's finished batches without loading them.
@@ -16,17 +18,18 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from ..base import AnomalyModel, build_model
+from ..base import MODELS, AnomalyModel, build_model
 from ..data import Item, Split
-from ..errors import ConfigError, Interrupted, NonFiniteLossError
-from .checkpoint import restore_rng_states, save_checkpoint
+from ..data.pasted_anomalies import PastedAnomalies
+from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
+from .checkpoint import load_checkpoint, load_model, restore_rng_states, save_checkpoint
 from .config import RunConfig
 from .distributed import BATCH_COUPLED_MODELS, Distributed
 from .files import write_json
@@ -35,6 +38,15 @@ from .run_folder import RunFolder
 from .sampling import TrainingImages, epoch_loader, seed_everything
 from .signals import StopSignals
 from .thresholds import fit_thresholds
+from .validation import (
+    VALIDATION_KEY,
+    VALIDATION_SEED,
+    SelectBy,
+    Validator,
+    best_record,
+    fit_on,
+    split_training,
+)
 
 __all__ = ["TrainOptions", "resume_command", "train"]
 
@@ -130,9 +142,10 @@ class _Loop:
 
     def __init__(self, config: RunConfig, run: RunFolder, options: TrainOptions,
                  model: AnomalyModel, optimizer: torch.optim.Optimizer,
-                 state: TrainingState) -> None:
+                 state: TrainingState, validator: Validator | None) -> None:
         self.config, self.run, self.options = config, run, options
         self.model, self.optimizer, self.state = model, optimizer, state
+        self.validator = validator
         self.loss_of = options.distributed.wrap(_Loss(model), options.device)
         self.parameters = model.trainable_parameters()
         self.clip = config.optimizer.get("clip_grad_norm")
@@ -169,7 +182,24 @@ class _Loop:
                             state.step, config.to_json())
         log(f"epoch {state.epoch}/{config.epochs}: loss {record['loss']:{LOSS_FORMAT}}, "
             f"{rate:.2f} steps/s")
+        self.validate(log)
         return None
+
+    def validate(self, log: _Logger) -> None:
+        """Score the epoch just finished on the validation images (rank 0; the others wait),
+        add the metrics to its history record and rewrite ``history.json``; ``best.pt`` is
+        written first, so a crash between the two is repaired by scoring again on resume."""
+        if self.validator is None:
+            return
+        state = self.state
+        if self.options.distributed.is_main:
+            scores = self.validator.score(self.model, state.epoch, state.step,
+                                          state.history[:-1])
+            state.history[-1][VALIDATION_KEY] = scores
+            write_json(self.run.history, state.history)
+            log(f"epoch {state.epoch} on validation: {_scores_text(scores)}"
+                f"{' (best so far)' if scores['best'] else ''}, {scores['seconds']:.1f} s")
+        self.options.distributed.barrier()
 
     def _step(self, images: Tensor) -> tuple[float, int | None]:
         """One optimizer step; returns the loss (averaged over processes) and the stop signal
@@ -209,16 +239,44 @@ class _Loop:
         ))
 
 
-def _training_images(config: RunConfig) -> tuple[TrainingImages, Dataset[Item]]:
-    """The training images keyed for training (augmented for textures), and plain ones (for
-    ``fit_normal`` and the thresholds)."""
+def _scores_text(scores: dict[str, Any]) -> str:
+    """Validation metrics as a log line's words."""
+    return ", ".join(f"{key} {scores[key]:.4f}" for key in
+                     (SelectBy.AUPRO.value, SelectBy.PIXEL_AUROC.value, "image_auroc"))
+
+
+class _Data(NamedTuple):
+    """The training images keyed for training (augmented for textures), the plain ones (for
+    ``fit_normal`` and the thresholds), and the validation images (``None``: no validation)."""
+
+    images: TrainingImages
+    plain: Dataset[Item]
+    validation: PastedAnomalies | None
+
+
+def _training_data(config: RunConfig) -> _Data:
+    """The training images, less those held out for validation (see :mod:`.validation`).
+
+    Raises:
+        ConfigError: fewer training images than a batch; a validation split that leaves too
+            few on either side; an unknown ``select_by``.
+    """
     plain = config.data.dataset(Split.TRAIN.value)
     if len(plain) < config.batch_size:
         raise ConfigError(
             f"the training set has {len(plain)} images, fewer than one batch of "
             f"{config.batch_size}; lower --batch-size"
         )
-    return TrainingImages(plain, config.seed, config.data.augment), plain
+    try:
+        SelectBy(config.select_by)
+    except ValueError as error:
+        raise ConfigError(f"--select-by: {error}") from error
+    split = split_training(len(plain), config.val_fraction, config.batch_size)
+    if not split.held_out or not MODELS[config.model].needs_training:
+        return _Data(TrainingImages(plain, config.seed, config.data.augment), plain, None)
+    kept = Subset(plain, split.train)
+    return _Data(TrainingImages(kept, config.seed, config.data.augment), kept,
+                 PastedAnomalies(plain, split.held_out, VALIDATION_SEED))
 
 
 def _stopped(error: Interrupted, run: RunFolder) -> Interrupted:
@@ -246,13 +304,35 @@ def _train_epochs(loop: _Loop, images: TrainingImages, log: _Logger) -> Interrup
 
 def _fit_and_save(model: AnomalyModel, plain: Dataset[Item], config: RunConfig, run: RunFolder,
                   options: TrainOptions, state: TrainingState) -> None:
-    """``fit_normal`` on the plain training images, then ``threshold.json`` and ``final.pt``."""
-    model.eval()
-    loader = DataLoader(plain, batch_size=config.batch_size, num_workers=options.workers)
-    model.fit_normal(_images(loader, options.device))
+    """``fit_normal`` on the plain training images, then ``threshold.json`` and ``final.pt``;
+    with a best epoch, its thresholds too (``best.pt`` is fitted when written)."""
+    fit_on(model, plain, config.batch_size, options.device, options.workers)
     thresholds = fit_thresholds(model, plain, config.batch_size, options.device, options.workers)
     write_json(run.threshold, thresholds.to_json())
     save_checkpoint(run.final_checkpoint, model, None, state.epoch, state.step, config.to_json())
+    if best_record(state.history, config.select_by) is not None:
+        best = load_model(run.best_checkpoint, options.device, config.model)
+        write_json(run.best_threshold, fit_thresholds(
+            best, plain, config.batch_size, options.device, options.workers).to_json())
+
+
+def _check_best(run: RunFolder, history: list[dict[str, Any]], select_by: str) -> None:
+    """Refuse to resume when ``best.pt`` is not the best epoch ``history.json`` records.
+
+    Raises:
+        CheckpointError: ``best.pt`` is missing, unreadable or of another epoch.
+    """
+    best = best_record(history, select_by)
+    if best is None:
+        return
+    advice = ("the best epoch cannot be recovered: start the run anew with --overwrite, or "
+              "evaluate checkpoints/last.pt only")
+    epoch = load_checkpoint(run.best_checkpoint, advice=advice)["epoch"]
+    if epoch != best["epoch"]:
+        raise CheckpointError(
+            f"{run.best_checkpoint} holds epoch {epoch}, but {run.history} records epoch "
+            f"{best['epoch']} as the best; {advice}"
+        )
 
 
 def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool = False,
@@ -288,7 +368,7 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
     distributed = options.distributed
     if start is None and resume and run.last_checkpoint.is_file():
         start = resume_point(config, run, options.device)
-    images, plain = _training_images(config)
+    images, plain, validation = _training_data(config)
     if distributed.is_main:  # only once everything is checked
         write_json(run.config, config.to_json())
     if distributed.is_distributed and config.model in BATCH_COUPLED_MODELS:
@@ -308,9 +388,17 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             model = build_model(config.model, **config.model_config).to(options.device)
             optimizer = make_optimizer(model, config.optimizer) if model.needs_training else None
             state = TrainingState(0, 0, [])
+        validator = None if validation is None else Validator(
+            plain, validation, config.select_by, run.best_checkpoint, config.to_json(),
+            config.batch_size, options.device, options.workers)
         if optimizer is not None:
-            stopped = _train_epochs(_Loop(config, run, options, model, optimizer, state),
-                                    images, log)
+            loop = _Loop(config, run, options, model, optimizer, state, validator)
+            if (validator is not None and state.history and state.epoch_steps == 0
+                    and VALIDATION_KEY not in state.history[-1]):
+                loop.validate(log)  # stopped between last.pt and the epoch's validation
+            if start is not None and distributed.is_main:
+                _check_best(run, state.history, config.select_by)
+            stopped = _train_epochs(loop, images, log)
         if stopped is None and distributed.is_main:
             _fit_and_save(model, plain, config, run, options, state)
     except Interrupted as error:  # outside the training steps, or a second signal
@@ -322,4 +410,8 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
     if not distributed.is_main:
         return None
     log(f"final model after {state.epoch} epochs ({state.step} steps): {run.final_checkpoint}")
+    best = best_record(state.history, config.select_by)
+    if best is not None:
+        log(f"best on validation by {config.select_by}: epoch {best['epoch']} "
+            f"({_scores_text(best[VALIDATION_KEY])}): {run.best_checkpoint}")
     return model
