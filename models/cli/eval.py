@@ -1,4 +1,5 @@
-"""``flowkit eval RUN``: recompute a run's metrics from its final checkpoint."""
+"""``flowkit eval RUN``: recompute a run's metrics from its final checkpoint (and its
+best-on-validation checkpoint, if it has one)."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from .common import (
     options_of,
     single_process,
 )
-from .results import evaluate_run, print_results
+from .results import evaluate_run, print_best, print_results
 
 __all__ = ["DESCRIPTION", "add_arguments", "run"]
 
 DESCRIPTION = (
-    "Evaluate checkpoints/final.pt of a run on its test split; rewrites metrics.json, the "
-    "heat maps and the curves."
+    "Evaluate checkpoints/final.pt of a run on its test split, and checkpoints/best.pt (the "
+    "best epoch on validation) if the run has one; rewrites metrics.json, the heat maps and "
+    "the curves (of the final model)."
 )
 
 
@@ -46,4 +48,5 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
                        advice=folder.rebuild_advice)
     record = evaluate_run(model, config, folder, options, args.batch_size or config.batch_size)
     print_results(f"{config.model} on {config.data.name}: {folder.final_checkpoint}", record)
+    print_best(config, record)
     return 0

@@ -18,7 +18,7 @@ from ..engine.predict import (
     predict_images,
     predictions_record,
 )
-from ..engine.run_folder import RunFolder
+from ..engine.run_folder import RunFolder, Trained
 from ..engine.signals import StopSignals
 from ..engine.thresholds import Thresholds
 from ..engine.trained_run import run_thresholds
@@ -60,6 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=OutputFormat.PNG.value,
                         help="anomaly-map files: 16-bit PNG, float32 .npy, or both "
                         "(default: %(default)s; the overlay PNG is always written)")
+    parser.add_argument("--checkpoint", choices=[t.value for t in Trained],
+                        default=Trained.FINAL.value,
+                        help="the final model, or the best epoch on validation (runs trained "
+                        "with --val-fraction; its thresholds are best_threshold.json) "
+                        "(default: %(default)s)")
     parser.add_argument("--image-size", type=positive_int, metavar="PX",
                         help="images are resized to PX x PX (default: the run's)")
     add_inference_flags(parser)
@@ -91,8 +96,11 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
                       f"the output of flowkit predict (no {PREDICTIONS_FILE})")
     images = find_images(args.images, args.recursive)
     options = options_of(args)
-    model = load_model(folder.final_checkpoint, options.device, expected_model=config.model,
-                       advice=folder.rebuild_advice)
+    checkpoint, threshold_file = folder.trained(args.checkpoint)
+    advice = folder.rebuild_advice if args.checkpoint == Trained.FINAL.value else (
+        "best.pt exists only for runs trained with --val-fraction above 0 and at least one "
+        "epoch; use --checkpoint final")
+    model = load_model(checkpoint, options.device, expected_model=config.model, advice=advice)
     size = args.image_size or config.data.image_size
     try:
         model.check_image_size(size, size)
@@ -105,16 +113,16 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
     batch_size = args.batch_size or config.batch_size
     with memory_advice("predicting", inference_advice(batch_size, options.device)):
         thresholds, fitted = run_thresholds(folder, config, model, options.device, batch_size,
-                                            options.workers)
+                                            options.workers, threshold_file)
         with atomic_folder(out) as temporary:
             predictions = predict_images(model, images, temporary, thresholds, size, batch_size,
                                          options.device, args.format, options.workers,
                                          options.progress)
             write_json(temporary / PREDICTIONS_FILE, predictions_record(
                 predictions, thresholds, run=str(folder.root),
-                checkpoint=str(folder.final_checkpoint), model=config.model, image_size=size,
+                checkpoint=str(checkpoint), model=config.model, image_size=size,
                 training_image_size=config.data.image_size))
     if fitted:
-        write_json(folder.threshold, thresholds.to_json())
+        write_json(threshold_file, thresholds.to_json())
     _print_predictions(predictions, thresholds, out)
     return 0

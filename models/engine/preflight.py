@@ -24,6 +24,7 @@ from ..data.synthetic_scenes import SYNTHETIC_DETAIL
 from ..errors import ConfigError
 from .config import RunConfig
 from .distributed import per_process_batch
+from .validation import split_training
 
 __all__ = ["DataReport", "check_optimizer", "check_test_split", "preflight", "scan_images"]
 
@@ -145,8 +146,9 @@ def preflight(config: RunConfig, world_size: int = 1) -> DataReport:
         What was found on disk.
 
     Raises:
-        ConfigError: a setting that cannot work (batch, optimizer, the model's constraints),
-            a test split without both classes.
+        ConfigError: a setting that cannot work (batch, optimizer, the model's constraints,
+            a validation split leaving too few images on either side), a test split without
+            both classes.
         DatasetError: a missing folder, a wrong layout, an unreadable file.
     """
     per_process = per_process_batch(config.batch_size, world_size)
@@ -159,6 +161,7 @@ def preflight(config: RunConfig, world_size: int = 1) -> DataReport:
             f"the training set has {len(train)} images, fewer than one batch of "
             f"{config.batch_size}; pass --batch-size {max(len(train), 1)} or less"
         )
+    split_training(len(train), config.val_fraction, config.batch_size)
     check_test_split(test, config.data.name)
     textures = isinstance(train, SyntheticDataset) and train.category in SYNTHETIC_TEXTURES
     return DataReport(scan_images(train) + scan_images(test),

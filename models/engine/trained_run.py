@@ -128,12 +128,14 @@ class TrainedRun:
 
 
 def run_thresholds(folder: RunFolder, config: RunConfig, model: AnomalyModel,
-                   device: torch.device, batch_size: int,
-                   workers: int = 0) -> tuple[Thresholds, bool]:
-    """A run's thresholds, fitted on its training images if ``threshold.json`` is missing
-    (a run trained before flowkit wrote it); and whether they were fitted now."""
-    if folder.threshold.is_file():
-        return read_thresholds(folder.threshold), False
+                   device: torch.device, batch_size: int, workers: int = 0,
+                   path: Path | None = None) -> tuple[Thresholds, bool]:
+    """A run's thresholds (``path``, default ``threshold.json``), fitted on its training
+    images if the file is missing (a run trained before flowkit wrote it); and whether they
+    were fitted now."""
+    path = path or folder.threshold
+    if path.is_file():
+        return read_thresholds(path), False
     training = config.data.dataset(Split.TRAIN.value)
     return fit_thresholds(model, training, batch_size, device, workers), True
 

@@ -346,6 +346,13 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
     uninterrupted run's on the CPU. After training, rank 0 fits the model, writes
     ``threshold.json`` (see :func:`~.predict.fit_thresholds`) and ``final.pt``.
 
+    With ``config.val_fraction`` above 0 (see :mod:`.validation`), the held-out training
+    images are neither trained on nor fitted on; after each epoch's ``last.pt`` rank 0 (the
+    others wait) scores a fitted copy of the model on them with pasted defects, adds the
+    metrics to the epoch's ``history.json`` record, and writes ``best.pt`` when the epoch is
+    the best so far; ``best_threshold.json`` is fitted after training. The test split is
+    never opened.
+
     Args:
         config: the run's settings; written to ``config.json``.
         run: the prepared run folder.
@@ -359,9 +366,11 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
     Raises:
         Interrupted: a stop signal; ``last.pt`` holds the last completed step.
         NonFiniteLossError: a NaN or infinite loss; ``last.pt`` keeps the last good epoch.
-        CheckpointError: ``last.pt`` cannot be resumed from.
+        CheckpointError: ``last.pt`` cannot be resumed from, or ``best.pt`` is not the best
+            epoch ``history.json`` records.
         ConfigError: a batch larger than the training set or not split evenly over the
-            processes, or fewer epochs than already run.
+            processes, a validation split leaving too few images, an unknown ``select_by``,
+            or fewer epochs than already run.
         DatasetError: missing or unreadable images.
     """
     log = _Logger(run, options)
@@ -376,6 +385,13 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             f"{distributed.world_size} processes couples only its own "
             f"{config.batch_size // distributed.world_size}, so the result differs from one "
             f"process with --batch-size {config.batch_size}")
+    if validation is not None:
+        held = len(validation.indices)
+        log(f"validation: {held} of {held + len(plain)} training images held out, scored as "
+            f"they are and with pasted defects after every epoch; the best epoch by "
+            f"{config.select_by} is kept as {run.best_checkpoint}")
+    elif MODELS[config.model].needs_training and config.epochs:
+        log("no validation split (val_fraction 0): the final epoch is the only model reported")
     seed_everything(config.seed)
     stopped = None
     try:

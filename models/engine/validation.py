@@ -3,9 +3,10 @@ images, with synthetic defects pasted on it, scored after every epoch.
 
 Why: the official PyramidFlow code reports, per metric, the best epoch on the test set, which
 overstates what a user gets. Here ``--val-fraction F`` holds out ``ceil(F * N)`` of the ``N``
-training images (never trained on, nor used by ``fit_normal`` or the thresholds); each is
-scored as it is and with a pasted defect (:class:`~flowkit.models.data.PastedAnomalies`:
-scratch, stain, hole, patch in turn, pixel-exact masks). After each epoch's checkpoint a copy
+training images, at least :data:`MIN_VALIDATION_IMAGES` (never trained on, nor used by
+``fit_normal`` or the thresholds); each is scored as it is and with a pasted defect
+(:class:`~flowkit.models.data.pasted_anomalies.PastedAnomalies`: scratch, stain, hole, patch
+in turn, pixel-exact masks). After each epoch's checkpoint a copy
 of the model is fitted (``fit_normal`` on the remaining training images, as the final model
 is) and scored: pixel AUROC, AUPRO@0.3 and image AUROC go into ``history.json``. The epoch
 with the highest ``--select-by`` metric (ties: the earlier epoch) is kept as
@@ -86,8 +87,8 @@ class ValidationSplit:
 
 
 def split_training(num_images: int, fraction: float, batch_size: int) -> ValidationSplit:
-    """Hold out ``ceil(fraction * num_images)`` training images, chosen by
-    :data:`VALIDATION_SEED` and ``num_images`` only.
+    """Hold out ``ceil(fraction * num_images)`` training images, at least
+    :data:`MIN_VALIDATION_IMAGES`, chosen by :data:`VALIDATION_SEED` and ``num_images`` only.
 
     Args:
         num_images: the training images.
@@ -98,9 +99,8 @@ def split_training(num_images: int, fraction: float, batch_size: int) -> Validat
         The split.
 
     Raises:
-        ConfigError: a fraction outside [0, 1), fewer than :data:`MIN_VALIDATION_IMAGES`
-            held out, or fewer than ``batch_size`` left to train on; the message names the
-            fraction that works.
+        ConfigError: a fraction outside [0, 1), or fewer than ``batch_size`` images left to
+            train on; the message names the fraction or batch that works.
 
     Example:
         >>> split = split_training(48, 0.1, 4)
@@ -110,27 +110,20 @@ def split_training(num_images: int, fraction: float, batch_size: int) -> Validat
     if not 0 <= fraction < 1:
         raise ConfigError(f"--val-fraction must lie in [0, 1), got {fraction}; e.g. "
                           f"--val-fraction {DEFAULT_VAL_FRACTION}, or 0 for no validation")
-    held = math.ceil(fraction * num_images) if fraction > 0 else 0
-    if 0 < held < MIN_VALIDATION_IMAGES:
-        smallest = math.ceil(MIN_VALIDATION_IMAGES / num_images * _FRACTION_DIGITS) \
-            / _FRACTION_DIGITS
-        fix = (f"pass --val-fraction {smallest} or more" if smallest < 1 else
-               "there are too few training images for it")
-        raise ConfigError(
-            f"--val-fraction {fraction} holds out {held} of the {num_images} training images, "
-            f"but validation needs at least {MIN_VALIDATION_IMAGES}: {fix}, or --val-fraction 0 "
-            "to train without validation (the final epoch is then the only model)"
-        )
+    held = max(MIN_VALIDATION_IMAGES, math.ceil(fraction * num_images)) if fraction > 0 else 0
     if held and num_images - held < batch_size:
         largest = math.floor((num_images - batch_size) / num_images * _FRACTION_DIGITS) \
             / _FRACTION_DIGITS
-        fix = (f"pass --val-fraction {largest} or less, or a smaller --batch-size"
-               if math.ceil(largest * num_images) >= MIN_VALIDATION_IMAGES
-               else "pass a smaller --batch-size")
+        if num_images - MIN_VALIDATION_IMAGES < batch_size:
+            fix = (f"validation holds out at least {MIN_VALIDATION_IMAGES}: pass --batch-size "
+                   f"{max(num_images - MIN_VALIDATION_IMAGES, 1)} or less, add training images")
+        else:
+            fix = f"pass --val-fraction {largest} or less, or a smaller --batch-size"
         raise ConfigError(
             f"--val-fraction {fraction} holds out {held} of the {num_images} training images, "
             f"leaving {num_images - held}, fewer than one batch of {batch_size}: {fix}, or "
-            "--val-fraction 0 to train on all of them without validation"
+            "pass --val-fraction 0 to train on all of them without validation (the final "
+            "epoch is then the only model)"
         )
     order = np.random.default_rng([VALIDATION_SEED, num_images]).permutation(num_images)
     return ValidationSplit(sorted(order[held:].tolist()), sorted(order[:held].tolist()))
