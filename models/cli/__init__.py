@@ -5,6 +5,8 @@ and evaluates the final one on the test split (:mod:`.train`), ``flowkit eval RU
 recomputes a run's metrics from its final checkpoint (:mod:`.eval`), ``flowkit predict RUN
 IMAGES --out DIR`` writes anomaly maps, overlays and verdicts for new images (:mod:`.predict`),
 ``flowkit export RUN --format onnx|torchscript|exported`` writes them as a program (:mod:`.export`),
+``flowkit summary OUT`` writes the mean ± std of every metric over the seed runs of ``flowkit
+train --seeds`` (:mod:`.summary`),
 and ``flowkit data synth`` writes the synthetic dataset to disk in the MVTec-AD layout
 (:mod:`.data`). Each module has ``DESCRIPTION``, ``add_arguments(parser)`` and
 ``run(args, stop)``; only the module of the command given is imported, so ``flowkit --help``
@@ -47,6 +49,7 @@ COMMANDS = {
     "eval": "recompute a run's metrics from its final checkpoint",
     "predict": "anomaly maps and verdicts for new images",
     "export": "a run's maps and scores as ONNX, TorchScript or torch.export",
+    "summary": "mean ± std of every metric over a job's seed runs (train --seeds)",
     "data": "datasets",
 }
 """The subcommands, each a module of this package, with its one-line help."""

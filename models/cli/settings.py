@@ -15,12 +15,14 @@ from ..engine.config import DataSettings, DataSource, RunConfig
 from ..errors import ConfigError
 from .common import first
 from .model_flags import model_flag_values
+from .validation_flags import with_validation
 
 __all__ = [
     "DEFAULT_MODEL",
     "DEFAULT_RUNS_DIR",
     "DEFAULT_SEED",
     "DEFAULT_SYNTHETIC_CATEGORY",
+    "OPTIMIZER_FLAGS",
     "apply_preset",
     "default_out",
     "flag",
@@ -34,7 +36,8 @@ DEFAULT_SYNTHETIC_CATEGORY = "brick"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SEED = 0
 
-_OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
+OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
+"""The optimizer settings that are flags of ``flowkit train``."""
 _RESUMABLE_CHANGES = frozenset({"epochs"})  # a resumed run may be extended
 _PATH_SUFFIX = "_weights"  # model flags naming files: stored absolute, so runs work from anywhere
 
@@ -153,7 +156,7 @@ def _optimizer_settings(args: argparse.Namespace, base: RunConfig | None,
                         model: AnomalyModel) -> dict[str, Any]:
     """Adam's settings: the model's (or the resumed run's), with the flags given over them."""
     settings = dict(base.optimizer if base is not None else model.optimizer_settings())
-    for key in _OPTIMIZER_FLAGS:
+    for key in OPTIMIZER_FLAGS:
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
@@ -230,6 +233,7 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
         seed=first(args.seed, base and base.seed, DEFAULT_SEED),
         optimizer=_optimizer_settings(args, base, model),
     )
+    config = with_validation(args, base, config)
     if base is not None:
         old, new = base.to_json(), config.to_json()
         changes = _changes({k: v for k, v in old.items() if k not in _RESUMABLE_CHANGES},
