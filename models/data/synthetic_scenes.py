@@ -1,5 +1,6 @@
 """The normal images of the synthetic dataset: coloured crops of texture photographs
-scikit-image ships, and a rendered hexagonal nut."""
+scikit-image ships, a rendered hexagonal nut, a procedural woven fabric and a procedural
+circuit board."""
 
 from __future__ import annotations
 
@@ -12,8 +13,12 @@ import skimage.data
 from skimage.transform import resize
 from skimage.util import img_as_float32
 
+from .synthetic_board import Board, random_board
+from .synthetic_weave import Weave, random_weave
+
 __all__ = [
     "NUT_APOTHEM",
+    "PHOTO_TEXTURES",
     "SENSOR_NOISE",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DETAIL",
@@ -25,11 +30,14 @@ __all__ = [
     "texture",
 ]
 
-SYNTHETIC_TEXTURES = ("brick", "grass", "gravel")
-"""Texture categories, named after the ``skimage.data`` images they are cut from."""
+PHOTO_TEXTURES = ("brick", "grass", "gravel")
+"""Texture categories cut from photographs, named after the ``skimage.data`` images."""
 
-SYNTHETIC_OBJECTS = ("nut",)
-"""Aligned-object categories, rendered."""
+SYNTHETIC_TEXTURES = PHOTO_TEXTURES + ("fabric",)
+"""Texture categories: the photographs, and a procedural plain weave (drawn at any size)."""
+
+SYNTHETIC_OBJECTS = ("nut", "pcb")
+"""Aligned-object categories, rendered: a hexagonal nut and a circuit board with parts."""
 
 SYNTHETIC_CATEGORIES = SYNTHETIC_TEXTURES + SYNTHETIC_OBJECTS
 
@@ -41,7 +49,7 @@ _PALETTES = {
 }
 SYNTHETIC_DETAIL = 256
 """Texture pixels per image side cut from the photographs: larger synthetic images are
-upsampled from fewer pixels (the nut is drawn at any size)."""
+upsampled from fewer pixels (the other categories are drawn at any size)."""
 _CROP_JITTER = 0.1  # relative scale jitter of the crop
 _BRIGHTNESS_JITTER = 0.04
 SENSOR_NOISE = 0.012
@@ -57,7 +65,7 @@ _NUT_METAL = np.array([0.60, 0.62, 0.66], dtype=np.float32)
 _NUT_BACKGROUND = np.array([0.13, 0.13, 0.14], dtype=np.float32)
 
 
-@lru_cache(maxsize=len(SYNTHETIC_TEXTURES))
+@lru_cache(maxsize=len(PHOTO_TEXTURES))
 def _photo(name: str) -> np.ndarray:
     """A grayscale texture photograph bundled with scikit-image (no download), in [0, 1]."""
     return img_as_float32(getattr(skimage.data, name)())
@@ -82,6 +90,7 @@ class Scene(NamedTuple):
     image: np.ndarray  # [S, S, 3] float32
     surface: np.ndarray  # [S, S] bool: where defects may be drawn
     background: np.ndarray  # [S, S, 3]: what shows where the object is missing
+    layout: Weave | Board | None = None  # a procedural scene's parameters, to redraw it
 
 
 def _texturescene(category: str, size: int, rng: np.random.Generator) -> Scene:
@@ -124,8 +133,26 @@ def _nutscene(size: int, rng: np.random.Generator) -> Scene:
     return Scene(image.astype(np.float32), coverage[..., 0] > 0.5, background)
 
 
+def _fabricscene(size: int, rng: np.random.Generator) -> Scene:
+    """A plain weave: defects may go anywhere."""
+    weave = random_weave(size, rng)
+    image = weave.render(size)
+    return Scene(image, np.ones((size, size), dtype=bool), image, weave)
+
+
+def _pcbscene(size: int, rng: np.random.Generator) -> Scene:
+    """A circuit board: defects go on the board."""
+    board = random_board(rng)
+    return Scene(board.render(size), board.board_coverage(size) > 0.5, board.background(size),
+                 board)
+
+
 def make_scene(category: str, size: int, rng: np.random.Generator) -> Scene:
     """The normal image of ``category``."""
-    if category in SYNTHETIC_OBJECTS:
+    if category == "nut":
         return _nutscene(size, rng)
+    if category == "pcb":
+        return _pcbscene(size, rng)
+    if category == "fabric":
+        return _fabricscene(size, rng)
     return _texturescene(category, size, rng)
