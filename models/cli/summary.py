@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.run_folder import RunFolder
-from ..engine.seeds import SUMMARY_NAME, check_distinct, job_seeds, seed_folder, summarize
+from ..engine.seeds import (
+    SUMMARY_NAME,
+    check_distinct,
+    check_same_settings,
+    job_seeds,
+    seed_folder,
+    summarize,
+)
 from ..engine.signals import StopSignals
 from ..errors import RunFolderError
 from .command_line import train_command
@@ -65,11 +72,13 @@ def write_summary(out: str | Path, seeds: Sequence[int]) -> dict[str, Any]:
     Raises:
         RunFolderError: a seed folder that is no run, or a missing or mismatched
             ``metrics.json`` (see :func:`~flowkit.models.engine.seeds.summarize`).
+        ConfigError: runs that differ in a setting other than the seed.
     """
-    commands = {}
-    for seed in check_distinct(seeds):
-        folder = RunFolder.open(seed_folder(out, seed))
-        commands[seed] = train_command(folder.read_config(), folder.root)
+    configs = {seed: RunFolder.open(seed_folder(out, seed)).read_config()
+               for seed in check_distinct(seeds)}
+    check_same_settings(configs)
+    commands = {seed: train_command(config, seed_folder(out, seed))
+                for seed, config in configs.items()}
     return summarize(out, seeds, commands)
 
 

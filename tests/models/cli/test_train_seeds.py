@@ -226,3 +226,7 @@ def test_torchrun_is_refused_and_flowkit_summary_does_it_seed_by_seed(
     assert "one seed: no standard deviation" in capsys.readouterr().out
     assert main(["summary", str(tmp_path / "nothing")]) == EXIT_ERROR
     assert "holds no seed-S run folder" in _error_line(capsys)
+    assert main(["train", *SMALL, "--seed", "2", "--lr", "0.02", "--out",
+                 str(out / "seed-2")]) == 0
+    assert main(["summary", str(out)]) == EXIT_ERROR  # not the same run with another seed
+    assert "seeds 0 and 2 differ in optimizer" in _error_line(capsys)
