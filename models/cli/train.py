@@ -198,9 +198,10 @@ def _job_stopped(error: Interrupted, out: Path, seeds: list[int], done: list[int
     again = shlex.join(["flowkit", "train", "--out", str(out), "--seeds", *map(str, seeds),
                         "--resume"])
     finished = ", ".join(map(str, done)) or "none"
+    stopped = "the summary was not written" if seed in done else f"seed {seed} was stopped"
     return Interrupted(error.signal_number, (
-        f"{error}. Seeds {' '.join(map(str, seeds))}: finished {finished}; seed {seed} was "
-        f"stopped. Continue the whole job (finished seeds are kept) with: {again}"
+        f"{error}. Seeds {' '.join(map(str, seeds))}: finished {finished}; {stopped}. "
+        f"Continue the whole job (finished seeds are kept) with: {again}"
     ))
 
 

@@ -17,11 +17,13 @@ import pytest
 import torch
 
 from flowkit.models.cli import EXIT_ERROR, EXIT_SIGNAL_BASE, build_parser, main
+from flowkit.models.cli import train as train_command
 from flowkit.models.cli.settings import resolve_config
 from flowkit.models.engine.checkpoint import load_checkpoint
 from flowkit.models.engine.evaluate import METRIC_LABELS
 from flowkit.models.engine.run_folder import RunFolder
 from flowkit.models.engine.seeds import flatten_numbers
+from flowkit.models.errors import Interrupted
 
 from ..engine.test_signals import _signal_at
 from ..threads import one_thread
@@ -230,3 +232,16 @@ def test_torchrun_is_refused_and_flowkit_summary_does_it_seed_by_seed(
                  str(out / "seed-2")]) == 0
     assert main(["summary", str(out)]) == EXIT_ERROR  # not the same run with another seed
     assert "seeds 0 and 2 differ in optimizer" in _error_line(capsys)
+
+
+def test_the_stop_message_says_what_was_done(tmp_path: Path) -> None:
+    error = Interrupted(signal.SIGTERM, "stopped by SIGTERM")
+    assert "nothing was kept: run the same command again" in str(
+        train_command._job_stopped(error, tmp_path / "absent", [0, 1], [], 0))
+    during = train_command._job_stopped(error, tmp_path, [4, 5], [4], 5)
+    assert during.signal_number == signal.SIGTERM
+    assert str(during) == (f"stopped by SIGTERM. Seeds 4 5: finished 4; seed 5 was stopped. "
+                           f"Continue the whole job (finished seeds are kept) with: flowkit "
+                           f"train --out {tmp_path} --seeds 4 5 --resume")
+    after = train_command._job_stopped(error, tmp_path, [4, 5], [4, 5], 5)
+    assert "finished 4, 5; the summary was not written. Continue" in str(after)
