@@ -245,6 +245,18 @@ def _scores_text(scores: dict[str, Any]) -> str:
                      (SelectBy.AUPRO.value, SelectBy.PIXEL_AUROC.value, "image_auroc"))
 
 
+def _validation_note(config: RunConfig, plain: Dataset[Item],
+                     validation: PastedAnomalies | None, run: RunFolder) -> str:
+    """What the run validates on, for ``train.log``."""
+    if validation is None:
+        return (f"no validation split (val_fraction {config.val_fraction}, model "
+                f"{config.model}): the final epoch is the only model reported")
+    held = len(validation.indices)
+    return (f"validation: {held} of {held + len(plain)} training images held out, scored as "
+            f"they are and with pasted defects after every epoch; the best epoch by "
+            f"{config.select_by} is kept as {run.best_checkpoint}")
+
+
 class _Data(NamedTuple):
     """The training images keyed for training (augmented for textures), the plain ones (for
     ``fit_normal`` and the thresholds), and the validation images (``None``: no validation)."""
@@ -385,13 +397,8 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             f"{distributed.world_size} processes couples only its own "
             f"{config.batch_size // distributed.world_size}, so the result differs from one "
             f"process with --batch-size {config.batch_size}")
-    if validation is not None:
-        held = len(validation.indices)
-        log(f"validation: {held} of {held + len(plain)} training images held out, scored as "
-            f"they are and with pasted defects after every epoch; the best epoch by "
-            f"{config.select_by} is kept as {run.best_checkpoint}")
-    elif MODELS[config.model].needs_training and config.epochs:
-        log("no validation split (val_fraction 0): the final epoch is the only model reported")
+    if distributed.is_main:  # in train.log only: the epochs' lines show the scores
+        run.append_log(_validation_note(config, plain, validation, run))
     seed_everything(config.seed)
     stopped = None
     try:

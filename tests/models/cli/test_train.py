@@ -25,8 +25,9 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 REPO = Path(__file__).resolve().parents[3]
 SMALL = ["--model", TINY, "--image-size", "32", "--epochs", "1"]
-RUN_FILES = ["checkpoints/final.pt", "checkpoints/last.pt", "config.json", "curves/pro.png",
-             "curves/roc.png", "history.json", "metrics.json", "threshold.json", "train.log"]
+RUN_FILES = ["best_threshold.json", "checkpoints/best.pt", "checkpoints/final.pt",
+             "checkpoints/last.pt", "config.json", "curves/pro.png", "curves/roc.png",
+             "history.json", "metrics.json", "threshold.json", "train.log"]
 
 
 def _flowkit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
