@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_RUNS_DIR",
     "DEFAULT_SEED",
     "DEFAULT_SYNTHETIC_CATEGORY",
+    "OPTIMIZER_FLAGS",
     "apply_preset",
     "default_out",
     "flag",
@@ -35,7 +36,8 @@ DEFAULT_SYNTHETIC_CATEGORY = "brick"
 DEFAULT_RUNS_DIR = Path("runs")
 DEFAULT_SEED = 0
 
-_OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
+OPTIMIZER_FLAGS = ("lr", "betas", "eps", "weight_decay", "clip_grad_norm")
+"""The optimizer settings that are flags of ``flowkit train``."""
 _RESUMABLE_CHANGES = frozenset({"epochs"})  # a resumed run may be extended
 _PATH_SUFFIX = "_weights"  # model flags naming files: stored absolute, so runs work from anywhere
 
@@ -154,7 +156,7 @@ def _optimizer_settings(args: argparse.Namespace, base: RunConfig | None,
                         model: AnomalyModel) -> dict[str, Any]:
     """Adam's settings: the model's (or the resumed run's), with the flags given over them."""
     settings = dict(base.optimizer if base is not None else model.optimizer_settings())
-    for key in _OPTIMIZER_FLAGS:
+    for key in OPTIMIZER_FLAGS:
         value = getattr(args, key)
         if value is not None:
             settings[key] = value
