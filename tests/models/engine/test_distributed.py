@@ -99,15 +99,18 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path: Path)
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("| image AUROC") == 1  # rank 0 alone reports
-    log = (out / "train.log").read_text().splitlines()
-    assert [line.split(":")[0] for line in log[:2]] == ["epoch 1/2", "epoch 2/2"]  # written once
+    assert result.stdout.count("| image AUROC") == 2  # rank 0 alone reports: final and best
+    log = [line.split(":")[0] for line in (out / "train.log").read_text().splitlines()]
+    assert [line for line in log if line.startswith("epoch")] == [
+        "epoch 1/2", "epoch 1 on validation", "epoch 2/2", "epoch 2 on validation"]  # once
 
     weights, losses, metrics = _reference(tmp_path)
     final = load_checkpoint(out / "checkpoints" / "final.pt")
-    assert final["step"] == 24  # 2 epochs of 12 global batches
+    assert final["step"] == 20  # 2 epochs of 10 global batches (5 of 48 images validate)
     torch.testing.assert_close(final["model_state"], weights, rtol=1e-5, atol=1e-6)
     history = json.loads((out / "history.json").read_text())
     assert [record["loss"] for record in history] == pytest.approx(losses, rel=1e-6)
+    assert all(record["validation"]["seconds"] > 0 for record in history)  # rank 0 scored
+    assert (out / "checkpoints" / "best.pt").is_file()
     recorded = json.loads((out / "metrics.json").read_text())
     assert {key: recorded[key] for key in METRIC_LABELS} == pytest.approx(metrics, abs=1e-4)
