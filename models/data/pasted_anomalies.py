@@ -21,7 +21,15 @@ from .item import GOOD, Item
 from .synthetic_defects import DRAWERS, Defect
 from .synthetic_scenes import Scene
 
-__all__ = ["PASTED_DEFECTS", "PastedAnomalies", "paste_defect", "pasted_rng"]
+__all__ = [
+    "DRAWER_REFERENCE_SIZE",
+    "MIN_IMAGE_SIZE",
+    "MIN_SCALE",
+    "PASTED_DEFECTS",
+    "PastedAnomalies",
+    "paste_defect",
+    "pasted_rng",
+]
 
 PASTED_DEFECTS = (Defect.SCRATCH, Defect.STAIN, Defect.HOLE, Defect.PATCH)
 """The defect kinds pasted, in turn. ``missing`` is left out: it shows an object's background,
@@ -29,10 +37,15 @@ which an arbitrary image does not have (on it the drawer would change nothing)."
 
 DRAWER_REFERENCE_SIZE = 128
 """The drawers' geometric constants are in pixels at this image side (their ``scale`` is the
-image side over it), as for the synthetic dataset."""
+image side over it), as for the synthetic dataset; below :data:`MIN_SCALE` times it they keep
+that scale, so that a defect still covers a few pixels."""
+
+MIN_SCALE = 0.25
+MIN_IMAGE_SIZE = 16
+"""The smallest image side a defect is pasted on."""
 
 _MIN_DEFECT_FRACTION = 0.0015  # of the image area; smaller draws are redrawn
-_MIN_DEFECT_PIXELS = 8
+_MIN_DEFECT_PIXELS = 4
 _MAX_DRAWS = 50
 _CHANNELS = 3
 
@@ -58,8 +71,8 @@ def paste_defect(image: Tensor, defect: Defect | str, rng: np.random.Generator) 
         ``image`` exactly.
 
     Raises:
-        ValueError: an image that is not ``[3, S, S]`` with ``S >= 8``, or a defect kind that
-            is not one of :data:`PASTED_DEFECTS`.
+        ValueError: an image that is not ``[3, S, S]`` with ``S >= 16``, or a defect kind
+            that is not one of :data:`PASTED_DEFECTS`.
         RuntimeError: no draw covered enough pixels in 50 tries (not seen in practice).
 
     Example:
@@ -73,15 +86,15 @@ def paste_defect(image: Tensor, defect: Defect | str, rng: np.random.Generator) 
         raise ValueError(f"cannot paste a {defect.value} on an arbitrary image; choose from "
                          f"{[d.value for d in PASTED_DEFECTS]}")
     if image.dim() != _CHANNELS or image.shape[0] != _CHANNELS \
-            or image.shape[1] != image.shape[2] or image.shape[1] < _MIN_DEFECT_PIXELS:
+            or image.shape[1] != image.shape[2] or image.shape[1] < MIN_IMAGE_SIZE:
         raise ValueError(f"paste_defect takes a square image [3, S, S] with S >= "
-                         f"{_MIN_DEFECT_PIXELS}, got shape {tuple(image.shape)}")
+                         f"{MIN_IMAGE_SIZE}, got shape {tuple(image.shape)}")
     normal = image.detach().float().cpu().permute(1, 2, 0).numpy()
     size = normal.shape[0]
     scene = Scene(normal, np.ones((size, size), dtype=bool), normal)
     min_pixels = max(_MIN_DEFECT_PIXELS, _MIN_DEFECT_FRACTION * size * size)
     for _ in range(_MAX_DRAWS):
-        drawn = DRAWERS[defect](scene, rng, size / DRAWER_REFERENCE_SIZE, "")
+        drawn = DRAWERS[defect](scene, rng, max(size / DRAWER_REFERENCE_SIZE, MIN_SCALE), "")
         mask = drawn.opacity > 0
         if mask.sum() >= min_pixels:
             break
