@@ -68,7 +68,7 @@ VALIDATION_SEED = 0
 VALIDATION_KEY = "validation"
 """The key of an epoch's validation metrics in its ``history.json`` record."""
 
-_FRACTION_DIGITS = 1000  # advised fractions are rounded to 3 decimals, in the safe direction
+_FRACTION_DIGITS = 10_000  # advised fractions: 4 decimals, rounded in the safe direction
 
 
 class SelectBy(Choice):
@@ -112,13 +112,19 @@ def split_training(num_images: int, fraction: float, batch_size: int) -> Validat
                           f"--val-fraction {DEFAULT_VAL_FRACTION}, or 0 for no validation")
     held = max(MIN_VALIDATION_IMAGES, math.ceil(fraction * num_images)) if fraction > 0 else 0
     if held and num_images - held < batch_size:
-        largest = math.floor((num_images - batch_size) / num_images * _FRACTION_DIGITS) \
-            / _FRACTION_DIGITS
-        if num_images - MIN_VALIDATION_IMAGES < batch_size:
-            fix = (f"validation holds out at least {MIN_VALIDATION_IMAGES}: pass --batch-size "
-                   f"{max(num_images - MIN_VALIDATION_IMAGES, 1)} or less, add training images")
+        spare = num_images - MIN_VALIDATION_IMAGES  # the most images left to train on
+        if spare >= batch_size:
+            largest = math.floor((num_images - batch_size) / num_images * _FRACTION_DIGITS)
+            fix = (f"pass --val-fraction {largest / _FRACTION_DIGITS} or less, or a smaller "
+                   "--batch-size")
+        elif spare >= 1:
+            smallest = math.floor(MIN_VALIDATION_IMAGES / num_images * _FRACTION_DIGITS)
+            fix = (f"pass --batch-size {spare} or less with --val-fraction "
+                   f"{smallest / _FRACTION_DIGITS} (it holds out {MIN_VALIDATION_IMAGES}, the "
+                   "fewest validation takes)")
         else:
-            fix = f"pass --val-fraction {largest} or less, or a smaller --batch-size"
+            fix = (f"validation takes {MIN_VALIDATION_IMAGES} images and training at least one: "
+                   "add training images")
         raise ConfigError(
             f"--val-fraction {fraction} holds out {held} of the {num_images} training images, "
             f"leaving {num_images - held}, fewer than one batch of {batch_size}: {fix}, or "
