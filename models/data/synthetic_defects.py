@@ -50,7 +50,7 @@ SYNTHETIC_DEFECTS: dict[str, tuple[Defect, ...]] = {
        for name in PHOTO_TEXTURES},
     "fabric": (Defect.FAINT_STAIN, Defect.HAIRLINE, Defect.WEAVE),
     "nut": (Defect.SCRATCH, Defect.STAIN, Defect.MISSING),
-    "pcb": (Defect.MISPLACED, Defect.MISSING, Defect.EXTRA, Defect.SHIFTED),
+    "pcb": (Defect.MISPLACED, Defect.MISSING, Defect.EXTRA, Defect.SHIFTED, Defect.HAIRLINE),
 }
 """The defect types of each category."""
 

@@ -71,7 +71,7 @@ def test_command_agrees_with_the_run(tmp_path, capsys) -> None:
     main([str(run)])
     table = capsys.readouterr().out.splitlines()
     kinds = [line.split("|")[4].strip() for line in table[2:]]
-    assert kinds == ["extra", "misplaced", "missing", "shifted", ALL_KINDS]
+    assert kinds == ["extra", "hairline", "misplaced", "missing", "shifted", ALL_KINDS]
     recorded = json.loads((run / "metrics.json").read_text())
     cells = [cell.strip() for cell in table[-1].split("|")[5:8]]
     assert cells == [f"{recorded[key]:.3f}" for key in ("image_auroc", "pixel_auroc", "aupro_0.3")]
