@@ -143,8 +143,8 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tiny_config: RunConfig
     epochs = 20
     reference = _run(tmp_path, "reference")
     model_config = {**tiny_config.model_config, "hidden": 3}  # the CLI's default for bricks
-    train(dataclasses.replace(tiny_config, epochs=epochs, model_config=model_config), reference,
-          OPTIONS)
+    train(dataclasses.replace(tiny_config, epochs=epochs, model_config=model_config,
+                              val_fraction=0.1), reference, OPTIONS)  # the CLI's default
 
     out = tmp_path / "killed"
     command = [sys.executable, "-m", "flowkit", "train", "--model", "tiny", "--data",
