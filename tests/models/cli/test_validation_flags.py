@@ -130,3 +130,13 @@ def test_predict_best_of_a_run_without_validation(tmp_path: Path,
                  "--checkpoint", "best"]) == EXIT_ERROR
     assert "trained with --val-fraction above 0 and at least one epoch; use --checkpoint " \
            "final" in _error_line(capsys)
+
+
+def test_the_split_error_advice_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    argv = [*TRAIN, "--batch-size", "30", "--out", str(out)]
+    assert main([*argv, "--val-fraction", "0.5"]) == EXIT_ERROR
+    advised = re.search(r"pass --val-fraction ([0-9.]+) or less", _error_line(capsys)).group(1)
+    assert main([*argv, "--val-fraction", advised, "--epochs", "1"]) == 0
+    history = json.loads((out / "history.json").read_text())
+    assert history[0]["steps"] == 1 and "validation" in history[0]  # 30 of 48 train: 1 batch
