@@ -31,9 +31,13 @@ __all__ = [
     "pasted_rng",
 ]
 
-PASTED_DEFECTS = (Defect.SCRATCH, Defect.STAIN, Defect.HOLE, Defect.PATCH)
-"""The defect kinds pasted, in turn. ``missing`` is left out: it shows an object's background,
-which an arbitrary image does not have (on it the drawer would change nothing)."""
+PASTED_DEFECTS = (Defect.SCRATCH, Defect.STAIN, Defect.HOLE, Defect.PATCH, Defect.FAINT_STAIN,
+                  Defect.HAIRLINE)
+"""The defect kinds pasted, in turn: the obvious ones and two of low contrast (a 6-12 % opaque
+film, a one-pixel line 10-20 % lighter or darker), so that validation scores do not all
+saturate near 1. Left out: those that need an object's background or a procedural scene
+(``missing``, ``weave``, ``misplaced``, ``extra``, ``shifted``), which an arbitrary image
+does not have."""
 
 DRAWER_REFERENCE_SIZE = 128
 """The drawers' geometric constants are in pixels at this image side (their ``scale`` is the
