@@ -5,9 +5,9 @@ Why: the official PyramidFlow code reports, per metric, the best epoch on the te
 overstates what a user gets. Here ``--val-fraction F`` holds out ``ceil(F * N)`` of the ``N``
 training images, at least :data:`MIN_VALIDATION_IMAGES` (never trained on, nor used by
 ``fit_normal`` or the thresholds); each is scored as it is and with a pasted defect
-(:class:`~flowkit.models.data.pasted_anomalies.PastedAnomalies`: scratch, stain, hole, patch
-in turn, pixel-exact masks). After each epoch's checkpoint a copy
-of the model is fitted (``fit_normal`` on the remaining training images, as the final model
+(:class:`~flowkit.models.data.pasted_anomalies.PastedAnomalies`: scratch, stain, hole, patch,
+faint stain, hairline in turn, pixel-exact masks). After each epoch's checkpoint a copy of the
+model is fitted (``fit_normal`` on the remaining training images, as the final model
 is) and scored: pixel AUROC, AUPRO@0.3 and image AUROC go into ``history.json``. The epoch
 with the highest ``--select-by`` metric (ties: the earlier epoch) is kept as
 ``checkpoints/best.pt``, fitted like ``final.pt``.
