@@ -23,6 +23,7 @@ from skimage.morphology import dilation, disk
 
 from ...kernels.choice import Choice
 from .synthetic_board import BOARD_HALF, Board, part_catalogue
+from .synthetic_brushed import Brushed
 from .synthetic_scenes import NUT_APOTHEM, PHOTO_TEXTURES, Scene, grid, texture
 from .synthetic_weave import Weave
 
@@ -40,6 +41,7 @@ class Defect(Choice):
     FAINT_STAIN = "faint_stain"  # a stain of low contrast (a few percent of intensity)
     HAIRLINE = "hairline"  # a scratch one pixel wide at any size, of low contrast
     WEAVE = "weave"  # a patch of the same cloth woven at another pitch or angle
+    BRUSHING = "brushing"  # a patch of the same steel brushed in another way
     MISPLACED = "misplaced"  # a part moved or turned slightly on the object
     EXTRA = "extra"  # a small part where the design has none
     SHIFTED = "shifted"  # the whole object moved or turned beyond its normal placement
@@ -49,6 +51,7 @@ SYNTHETIC_DEFECTS: dict[str, tuple[Defect, ...]] = {
     **{name: (Defect.SCRATCH, Defect.STAIN, Defect.HOLE, Defect.PATCH)
        for name in PHOTO_TEXTURES},
     "fabric": (Defect.FAINT_STAIN, Defect.HAIRLINE, Defect.WEAVE),
+    "steel": (Defect.FAINT_STAIN, Defect.HAIRLINE, Defect.BRUSHING),
     "nut": (Defect.SCRATCH, Defect.STAIN, Defect.MISSING),
     "pcb": (Defect.MISPLACED, Defect.MISSING, Defect.EXTRA, Defect.SHIFTED, Defect.HAIRLINE),
 }
@@ -205,33 +208,60 @@ def _patch(scene: Scene, rng: np.random.Generator, scale: float, category: str) 
     size = scene.surface.shape[0]
     other = [name for name in PHOTO_TEXTURES if name != category]
     appearance = texture(other[rng.integers(len(other))], size, rng)
-    radius = rng.uniform(8, 18) * scale
-    region = _piece(size, rng, _random_center(scene, rng, radius), radius)
+    return _pasted(scene, rng, rng.uniform(8, 18) * scale, appearance)
+
+
+def _pasted(scene: Scene, rng: np.random.Generator, radius: float,
+            appearance: np.ndarray) -> Drawn:
+    """``appearance`` pasted in a piece of about ``radius`` at a random place, sharp-edged."""
+    region = _piece(scene.surface.shape[0], rng, _random_center(scene, rng, radius), radius)
     return Drawn(_opacity(region & scene.surface, feather=1.5, floor=0.8), appearance)
 
 
-def _layout(scene: Scene, kind: type, defect: Defect) -> Weave | Board:
+def _layout(scene: Scene, kind: type, defect: Defect) -> Weave | Brushed | Board:
     """The scene's procedural parameters, or a ValueError when it has none of ``kind``."""
     if not isinstance(scene.layout, kind):
         raise ValueError(f"the {defect.value!r} defect redraws a {kind.__name__.lower()}: it "
                          f"needs a Scene whose layout is a {kind.__name__}, got "
-                         f"{type(scene.layout).__name__}; use the 'fabric' or 'pcb' category")
+                         f"{type(scene.layout).__name__}; use the 'fabric', 'steel' or 'pcb' "
+                         "category")
     return scene.layout
+
+
+def _restructured(scene: Scene, rng: np.random.Generator, scale: float,
+                  redraw: Callable[[np.random.Generator, float, float], Weave | Brushed],
+                  coarser: tuple[float, float], finer: tuple[float, float],
+                  turns: tuple[float, float]) -> Drawn:
+    """A piece of the same texture redrawn by ``redraw(rng, factor, turn)``: half the time
+    with its scale times a factor from ``coarser`` or ``finer``, else turned by ``turns``
+    degrees either way (same colours and contrast: only the structure differs)."""
+    if rng.random() < 0.5:
+        factor = rng.uniform(*coarser) if rng.random() < 0.5 else rng.uniform(*finer)
+        other = redraw(rng, factor, 0.0)
+    else:
+        other = redraw(rng, 1.0, _turn(rng, *turns))
+    size = scene.surface.shape[0]
+    return _pasted(scene, rng, rng.uniform(10, 20) * scale, other.render(size))
 
 
 def _weave(scene: Scene, rng: np.random.Generator, scale: float, category: str) -> Drawn:
     """A piece of the same cloth woven 25-45 % coarser or 20-30 % finer, or turned by 15-40
     degrees: the same yarn, colours and brightness, so only the structure differs."""
     weave = _layout(scene, Weave, Defect.WEAVE)
-    size = scene.surface.shape[0]
-    if rng.random() < 0.5:
-        factor = rng.uniform(1.25, 1.45) if rng.random() < 0.5 else rng.uniform(0.7, 0.8)
-        other = weave.rewoven(rng, pitch_factor=factor)
-    else:
-        other = weave.rewoven(rng, turn=math.radians(rng.uniform(15, 40) * rng.choice([-1, 1])))
-    radius = rng.uniform(10, 20) * scale
-    region = _piece(size, rng, _random_center(scene, rng, radius), radius)
-    return Drawn(_opacity(region & scene.surface, feather=1.5, floor=0.8), other.render(size))
+    return _restructured(scene, rng, scale, weave.rewoven, (1.25, 1.45), (0.7, 0.8), (15, 40))
+
+
+def _brushing(scene: Scene, rng: np.random.Generator, scale: float, category: str) -> Drawn:
+    """A piece of the same steel brushed with streaks 2-2.5x longer or 0.35-0.5x as long, or
+    turned by 12-35 degrees: the same brightness and contrast, only the structure differs."""
+    brushed = _layout(scene, Brushed, Defect.BRUSHING)
+    return _restructured(scene, rng, scale, brushed.rebrushed, (2.0, 2.5), (0.35, 0.5),
+                         (12, 35))
+
+
+def _turn(rng: np.random.Generator, low: float, high: float) -> float:
+    """A turn of ``low`` to ``high`` degrees either way, in radians."""
+    return math.radians(rng.uniform(low, high) * rng.choice([-1, 1]))
 
 
 def _redrawn(scene: Scene, before: np.ndarray, board: Board,
@@ -324,6 +354,7 @@ DRAWERS: dict[Defect, Callable[[Scene, np.random.Generator, float, str], Drawn]]
     Defect.FAINT_STAIN: _faint_stain,
     Defect.HAIRLINE: _hairline,
     Defect.WEAVE: _weave,
+    Defect.BRUSHING: _brushing,
     Defect.MISPLACED: _misplaced,
     Defect.EXTRA: _extra,
     Defect.SHIFTED: _shifted,

@@ -1,6 +1,6 @@
 """The normal images of the synthetic dataset: coloured crops of texture photographs
-scikit-image ships, a rendered hexagonal nut, a procedural woven fabric and a procedural
-circuit board."""
+scikit-image ships, a rendered hexagonal nut, a procedural woven fabric, brushed steel and
+a circuit board."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from skimage.transform import resize
 from skimage.util import img_as_float32
 
 from .synthetic_board import Board, random_board
+from .synthetic_brushed import Brushed, random_brushed
 from .synthetic_weave import Weave, random_weave
 
 __all__ = [
@@ -33,8 +34,9 @@ __all__ = [
 PHOTO_TEXTURES = ("brick", "grass", "gravel")
 """Texture categories cut from photographs, named after the ``skimage.data`` images."""
 
-SYNTHETIC_TEXTURES = PHOTO_TEXTURES + ("fabric",)
-"""Texture categories: the photographs, and a procedural plain weave (drawn at any size)."""
+SYNTHETIC_TEXTURES = PHOTO_TEXTURES + ("fabric", "steel")
+"""Texture categories: the photographs, a procedural plain weave and brushed steel (these two
+drawn at any size)."""
 
 SYNTHETIC_OBJECTS = ("nut", "pcb")
 """Aligned-object categories, rendered: a hexagonal nut and a circuit board with parts."""
@@ -90,7 +92,7 @@ class Scene(NamedTuple):
     image: np.ndarray  # [S, S, 3] float32
     surface: np.ndarray  # [S, S] bool: where defects may be drawn
     background: np.ndarray  # [S, S, 3]: what shows where the object is missing
-    layout: Weave | Board | None = None  # a procedural scene's parameters, to redraw it
+    layout: Weave | Brushed | Board | None = None  # a procedural scene's parameters, to redraw it
 
 
 def _texturescene(category: str, size: int, rng: np.random.Generator) -> Scene:
@@ -133,11 +135,10 @@ def _nutscene(size: int, rng: np.random.Generator) -> Scene:
     return Scene(image.astype(np.float32), coverage[..., 0] > 0.5, background)
 
 
-def _fabricscene(size: int, rng: np.random.Generator) -> Scene:
-    """A plain weave: defects may go anywhere."""
-    weave = random_weave(size, rng)
-    image = weave.render(size)
-    return Scene(image, np.ones((size, size), dtype=bool), image, weave)
+def _proceduralscene(layout: Weave | Brushed, size: int) -> Scene:
+    """A procedural texture: defects may go anywhere."""
+    image = layout.render(size)
+    return Scene(image, np.ones((size, size), dtype=bool), image, layout)
 
 
 def _pcbscene(size: int, rng: np.random.Generator) -> Scene:
@@ -154,5 +155,7 @@ def make_scene(category: str, size: int, rng: np.random.Generator) -> Scene:
     if category == "pcb":
         return _pcbscene(size, rng)
     if category == "fabric":
-        return _fabricscene(size, rng)
+        return _proceduralscene(random_weave(size, rng), size)
+    if category == "steel":
+        return _proceduralscene(random_brushed(size, rng), size)
     return _texturescene(category, size, rng)

@@ -21,12 +21,12 @@ from flowkit.models.data import (
 
 SMALL = SyntheticConfig(image_size=64, num_train=2, num_test_good=2, num_test_per_defect=2)
 ALL_KINDS = [(c, d.value) for c in SYNTHETIC_CATEGORIES for d in SYNTHETIC_DEFECTS[c]]
-# fabric and pcb are subtle on purpose: tests/models/data/test_synthetic_subtle.py
-CLEAR_KINDS = [(c, d) for c, d in ALL_KINDS if c not in ("fabric", "pcb")]
+# fabric, steel and pcb are subtle on purpose: tests/models/data/test_synthetic_subtle.py
+CLEAR_KINDS = [(c, d) for c, d in ALL_KINDS if c not in ("fabric", "steel", "pcb")]
 
 
 def test_catalogue() -> None:
-    assert set(SYNTHETIC_TEXTURES) >= {"brick", "grass", "gravel", "fabric"}
+    assert set(SYNTHETIC_TEXTURES) >= {"brick", "grass", "gravel", "fabric", "steel"}
     assert set(SYNTHETIC_OBJECTS) >= {"nut", "pcb"}
     for texture in ("brick", "grass", "gravel"):
         assert set(SYNTHETIC_DEFECTS[texture]) == {

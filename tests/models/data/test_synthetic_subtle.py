@@ -1,4 +1,4 @@
-"""The subtle synthetic categories (fabric, pcb): exact masks at any size and seed, defects
+"""The subtle synthetic categories (fabric, steel, pcb): exact masks at any size and seed, defects
 that are small in intensity or differ only in structure or placement, and determinism."""
 
 import math
@@ -20,7 +20,7 @@ from flowkit.models.data.synthetic_board import random_board
 from flowkit.models.data.synthetic_defects import DRAWERS
 from flowkit.models.data.synthetic_scenes import make_scene
 
-SUBTLE = ("fabric", "pcb")
+SUBTLE = ("fabric", "steel", "pcb")
 KINDS = [(c, d.value) for c in SUBTLE for d in SYNTHETIC_DEFECTS[c]]
 # Per kind: the least fraction of mask pixels the defect changes, and the range of the mean
 # absolute change inside the mask (of [0, 1] values). A moved board leaves a few pixels of
@@ -29,6 +29,7 @@ VISIBILITY = {
     "faint_stain": (0.9, 0.004, 0.05),
     "hairline": (0.9, 0.01, 0.2),
     "weave": (0.9, 0.02, 0.3),
+    "brushing": (0.9, 0.02, 0.3),
     "misplaced": (0.75, 0.01, 0.6),
     "missing": (0.9, 0.05, 0.7),
     "extra": (0.9, 0.05, 0.7),
@@ -77,14 +78,26 @@ def test_hairline_is_one_pixel_wide(category: str, size: int, seed: int, index: 
     assert not squares.any()
 
 
+@pytest.mark.parametrize(("category", "factors"), [("fabric", (0.7, 1.45)),
+                                                  ("steel", (0.35, 2.5))])
 @settings(max_examples=12)
-@given(size=st.sampled_from([64, 96, 128, 256]), seed=seeds, index=st.integers(0, 50))
-def test_weave_differs_in_structure_not_in_colour(size: int, seed: int, index: int) -> None:
-    """The patch's mean colour is the cloth's; its pixels are not."""
-    sample = render_synthetic("fabric", "test", "weave", index, _config(size, seed))
-    inside = sample.mask
-    mean_shift = np.abs(sample.image[inside].mean(0) - sample.normal[inside].mean(0).astype(float))
-    assert mean_shift.max() / 255 < 0.25 * _difference(sample)[inside].mean() + 0.01
+@given(size=st.sampled_from([64, 96, 128, 256]), seed=seeds, data=st.data())
+def test_redrawn_texture_keeps_colour_and_contrast(category: str, factors: tuple[float, float],
+                                                   size: int, seed: int, data) -> None:
+    """The weave or brushing defect's texture (another pitch, streak length or angle, in the
+    drawers' ranges) has the surface's mean colour and nearly its contrast: only the
+    structure differs."""
+    rng = np.random.default_rng(seed)
+    layout = make_scene(category, size, rng).layout
+    factor = data.draw(st.floats(*factors))
+    turn = data.draw(st.floats(-0.7, 0.7))
+    redraw = layout.rewoven if category == "fabric" else layout.rebrushed
+    normal = layout.render(size)
+    for other in (redraw(rng, factor), redraw(rng, 1.0, turn)):
+        image = other.render(size)
+        np.testing.assert_allclose(image.mean((0, 1)), normal.mean((0, 1)), atol=0.01)
+        assert abs(image.std() / normal.std() - 1) < 0.2
+        assert np.abs(image - normal).mean() > 0.2 * normal.std()
 
 
 @settings(max_examples=12)
@@ -126,6 +139,8 @@ def test_index_lists_every_defect() -> None:
     config = SyntheticConfig(num_test_good=1, num_test_per_defect=1)
     assert synthetic_index("fabric", "test", config) == [
         (GOOD, 0), ("faint_stain", 0), ("hairline", 0), ("weave", 0)]
+    assert synthetic_index("steel", "test", config) == [
+        (GOOD, 0), ("brushing", 0), ("faint_stain", 0), ("hairline", 0)]
     assert synthetic_index("pcb", "test", config) == [
         (GOOD, 0), ("extra", 0), ("hairline", 0), ("misplaced", 0), ("missing", 0),
         ("shifted", 0)]
@@ -133,8 +148,8 @@ def test_index_lists_every_defect() -> None:
 
 @pytest.mark.parametrize(
     ("defect", "needs"),
-    [(Defect.WEAVE, "Weave"), (Defect.MISPLACED, "Board"), (Defect.EXTRA, "Board"),
-     (Defect.SHIFTED, "Board")],
+    [(Defect.WEAVE, "Weave"), (Defect.BRUSHING, "Brushed"), (Defect.MISPLACED, "Board"),
+     (Defect.EXTRA, "Board"), (Defect.SHIFTED, "Board")],
 )
 def test_redrawing_defects_refuse_other_scenes(defect: Defect, needs: str) -> None:
     scene = make_scene("brick", 64, np.random.default_rng(0))
