@@ -188,18 +188,35 @@ class _Loop:
     def validate(self, log: _Logger) -> None:
         """Score the epoch just finished on the validation images (rank 0; the others wait),
         add the metrics to its history record and rewrite ``history.json``; ``best.pt`` is
-        written first, so a crash between the two is repaired by scoring again on resume."""
+        written first, so a crash between the two is repaired by scoring again on resume.
+
+        Raises:
+            NonFiniteLossError: non-finite validation maps (rank 0).
+            RuntimeError: on the other ranks, when rank 0 failed: they stop with it instead
+                of waiting for it.
+        """
         if self.validator is None:
             return
-        state = self.state
-        if self.options.distributed.is_main:
-            scores = self.validator.score(self.model, state.epoch, state.step,
-                                          state.history[:-1])
-            state.history[-1][VALIDATION_KEY] = scores
-            write_json(self.run.history, state.history)
-            log(f"epoch {state.epoch} on validation: {_scores_text(scores)}"
-                f"{' (best so far)' if scores['best'] else ''}, {scores['seconds']:.1f} s")
-        self.options.distributed.barrier()
+        state, distributed = self.state, self.options.distributed
+        failure: Exception | None = None
+        if distributed.is_main:
+            try:
+                scores = self.validator.score(self.model, state.epoch, state.step,
+                                              state.history[:-1])
+                state.history[-1][VALIDATION_KEY] = scores
+                write_json(self.run.history, state.history)
+                log(f"epoch {state.epoch} on validation: {_scores_text(scores)}"
+                    f"{' (best so far)' if scores['best'] else ''}, {scores['seconds']:.1f} s")
+            except Exception as error:  # told to the others first, then raised
+                failure = error
+        # Instead of a barrier: every process learns whether rank 0 failed.
+        _, failed = distributed.reduce_step(torch.zeros((), device=self.options.device),
+                                            failure is not None)
+        if failure is not None:
+            raise failure
+        if failed:
+            raise RuntimeError(f"rank 0 failed while scoring epoch {state.epoch} on the "
+                               "validation images: its error says why")
 
     def _step(self, images: Tensor) -> tuple[float, int | None]:
         """One optimizer step; returns the loss (averaged over processes) and the stop signal
@@ -419,7 +436,7 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             if (validator is not None and state.history and state.epoch_steps == 0
                     and VALIDATION_KEY not in state.history[-1]):
                 loop.validate(log)  # stopped between last.pt and the epoch's validation
-            if start is not None and distributed.is_main:
+            if start is not None:  # every process: they stop together
                 _check_best(run, state.history, config.select_by)
             stopped = _train_epochs(loop, images, log)
         if stopped is None and distributed.is_main:

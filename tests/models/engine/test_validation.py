@@ -7,7 +7,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from flowkit.models.base import register_model
 from flowkit.models.data import Split
 from flowkit.models.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from flowkit.models.engine.config import DataSettings, RunConfig
@@ -30,7 +34,7 @@ from flowkit.models.engine.validation import (
     best_record,
     split_training,
 )
-from flowkit.models.errors import CheckpointError, ConfigError
+from flowkit.models.errors import CheckpointError, ConfigError, NonFiniteLossError
 
 from ..tiny_model import TinyAutoencoder
 
@@ -38,6 +42,16 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 OPTIONS = TrainOptions(device=torch.device("cpu"), progress=False, quiet=True)
 STEPS_PER_EPOCH = 10  # 48 synthetic training images, 5 held out, batch 4
+REPO = Path(__file__).resolve().parents[3]
+NAN_MAPS = "tiny-nan-maps"
+
+
+@register_model(NAN_MAPS)
+class NanMaps(TinyAutoencoder):
+    """The tiny model whose anomaly maps are NaN: scoring fails after the first epoch."""
+
+    def anomaly_map(self, images: torch.Tensor) -> torch.Tensor:
+        return super().anomaly_map(images) * float("nan")
 
 
 @pytest.fixture
@@ -284,3 +298,28 @@ def test_a_config_written_before_validation_loads_without_it(validated: RunConfi
     config = RunConfig.from_json(old)
     assert (config.val_fraction, config.select_by) == (0.0, "aupro_0.3")
     assert RunConfig.from_json(validated.to_json()) == validated
+
+
+def test_non_finite_validation_maps_stop_the_run(validated: RunConfig, tmp_path: Path) -> None:
+    run = _run(tmp_path, "run")
+    with pytest.raises(NonFiniteLossError, match=r"validation anomaly maps after epoch 1 are "
+                       r"not finite.*keeps epoch 1"):
+        train(dataclasses.replace(validated, model=NAN_MAPS), run, OPTIONS)
+    assert load_checkpoint(run.last_checkpoint)["epoch"] == 1
+    assert not run.best_checkpoint.exists()
+
+
+@pytest.mark.slow
+def test_a_failure_while_rank_0_scores_stops_every_process(tmp_path: Path) -> None:
+    """Under torchrun the other process learns of rank 0's failure instead of waiting for it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "FLOWKIT_MODEL_MODULES": __name__,
+           "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "flowkit", "train", "--model", NAN_MAPS, "--image-size", "32", "--epochs", "2",
+         "--batch-size", "4", "--out", str(tmp_path / "run"), "--quiet"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )
+    assert result.returncode != 0
+    assert "validation anomaly maps after epoch 1 are not finite" in result.stderr
+    assert "rank 0 failed while scoring epoch 1" in result.stderr
