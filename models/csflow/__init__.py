@@ -6,14 +6,16 @@ from .features import (
     RandomPatchEmbedding,
     build_backbone,
 )
-from .model import CSFlow, MapMode, nll_loss
+from .model import CSFlow, ImageScore, MapMode, nll_loss, top_fraction_mean
 
 __all__ = [
     "Backbone",
     "CSFlow",
+    "ImageScore",
     "MapMode",
     "MultiScaleFeatures",
     "RandomPatchEmbedding",
     "build_backbone",
     "nll_loss",
+    "top_fraction_mean",
 ]

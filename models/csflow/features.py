@@ -33,6 +33,7 @@ from flowkit.kernels.choice import Choice
 __all__ = [
     "B5_WEIGHTS_FILE",
     "B5_WEIGHTS_HINT",
+    "COLOR_CHANNELS",
     "FEATURE_STRIDES",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -66,6 +67,8 @@ cache): the file the preset ``paper`` reads unless ``--backbone-weights`` names 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RANDOM_CHANNELS = 16
+COLOR_CHANNELS = 3
+"""Colour channels of an image: :class:`MultiScaleFeatures` appends ``3 g^2`` per cell."""
 RANDOM_SEED = 0
 INSTALL_HINT = "pip install 'flowkit[csflow]'"
 
@@ -219,13 +222,18 @@ class MultiScaleFeatures(nn.Module):
 
     Images in ``[0, 1]`` are normalized with the ImageNet statistics, resized to ``H // 2^k``
     (bilinear with antialiasing), and mapped by the backbone, without gradients and always in
-    eval mode (see :meth:`train`).
+    eval mode (see :meth:`train`). With ``color_grid`` ``g > 0``, each map also gets the
+    normalized image's mean colour over each ``g x g`` sub-cell of each feature cell
+    (``3 g^2`` more channels): a deep ImageNet block barely sees a change of colour (a stain),
+    the cells' mean colours do.
 
     Args:
         backbone: a :class:`Backbone` or its value.
         weights: a local weights file (required for ``efficientnet-b5``).
         scales: the number of input scales (3 in the paper).
         stride: 32 (the paper's block) or 16 (the end of the stride-16 stage, twice as fine).
+        color_grid: ``g``: append the mean colours of ``g x g`` sub-cells of each feature cell
+            to the backbone's channels (``3 g^2`` channels); 0: none (the paper).
 
     Example:
         >>> import torch
@@ -240,10 +248,19 @@ class MultiScaleFeatures(nn.Module):
         weights: str | Path | None = None,
         scales: int = 3,
         stride: int = PAPER_STRIDE,
+        color_grid: int = 0,
     ) -> None:
         super().__init__()
-        self.network, self.channels = build_backbone(backbone, weights, stride)
-        self.scales, self.stride = scales, stride
+        if isinstance(color_grid, bool) or not isinstance(color_grid, int) or not (
+            0 <= color_grid <= stride
+        ):
+            raise ValueError(
+                f"color_grid must be an integer from 0 (no colour channels) to the stride "
+                f"{stride}, got {color_grid!r}"
+            )
+        self.network, channels = build_backbone(backbone, weights, stride)
+        self.channels = channels + COLOR_CHANNELS * color_grid**2
+        self.scales, self.stride, self.color_grid = scales, stride, color_grid
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -258,7 +275,8 @@ class MultiScaleFeatures(nn.Module):
     @torch.no_grad()
     def forward(self, images: Tensor) -> tuple[Tensor, ...]:
         """Images ``[B, 3, H, W]`` in ``[0, 1]`` -> maps ``[B, C, H / (s 2^k), W / (s 2^k)]``,
-        ``s`` the stride, ``k = 0 .. scales - 1``."""
+        ``s`` the stride, ``k = 0 .. scales - 1``, ``C`` = :attr:`channels` (the backbone's,
+        then the ``3 g^2`` mean normalized colours of each cell's sub-cells)."""
         x = (images - self.mean) / self.std
         height, width = x.shape[-2:]
         maps = []
@@ -267,5 +285,11 @@ class MultiScaleFeatures(nn.Module):
                 x, size=(height >> k, width >> k), mode="bilinear", align_corners=False,
                 antialias=True,
             )
-            maps.append(self.network(scaled))
+            features = self.network(scaled)
+            if self.color_grid:
+                g = self.color_grid
+                cells = (features.shape[-2] * g, features.shape[-1] * g)
+                colors = F.pixel_unshuffle(F.adaptive_avg_pool2d(scaled, cells), g)
+                features = torch.cat([features, colors.to(features.dtype)], dim=1)
+            maps.append(features)
         return tuple(maps)

@@ -29,7 +29,7 @@ from flowkit.layers import CrossScaleBlock, Permute
 from ..base import AnomalyModel, OptimizerSettings, register_model
 from .features import B5_WEIGHTS_FILE, PAPER_STRIDE, Backbone, MultiScaleFeatures
 
-__all__ = ["PAPER_PRESET", "CSFlow", "MapMode", "nll_loss"]
+__all__ = ["PAPER_PRESET", "CSFlow", "ImageScore", "MapMode", "nll_loss", "top_fraction_mean"]
 
 SCALES = 3
 """Input scales: full, 1/2 and 1/4 of the image size, as in the paper."""
@@ -49,6 +49,7 @@ PAPER_LR = 2e-4
 PAPER_HIDDEN = 1024
 DEFAULT_CACHE_IMAGES = 4096
 PERMUTATION_SEED = 0
+STD_FLOOR = 1e-6
 
 
 PAPER_PRESET: dict[str, Any] = {
@@ -73,6 +74,45 @@ class MapMode(Choice):
 
     FINEST = "finest"  # channel mean of z^2 at the finest scale (the paper)
     ALL = "all"  # product of the upsampled channel means of all scales (anomalib's default)
+
+
+class ImageScore(Choice):
+    """How an image's anomaly score is computed from its latents."""
+
+    MEAN = "mean"  # mean of z^2 / 2 over all latents of all scales (the paper)
+    TOPK = "topk"  # mean of the top_k fraction of the anomaly map's pixels
+
+
+def top_fraction_mean(maps: Tensor, fraction: float) -> Tensor:
+    """The mean of the largest ``max(1, round(fraction * N))`` of each map's ``N`` values.
+
+    ``fraction = 1`` gives each map's mean; a fraction below ``1.5 / N``, its maximum.
+
+    Args:
+        maps: ``[B, ...]``, any floating dtype.
+        fraction: in ``(0, 1]``.
+
+    Returns:
+        ``[B]``, the dtype of ``maps``.
+
+    Raises:
+        ValueError: ``fraction`` outside ``(0, 1]``.
+    """
+    _check_fraction(fraction)
+    flat = maps.flatten(1)
+    k = max(1, round(fraction * flat.shape[1]))
+    return flat.topk(k, dim=1).values.mean(dim=1)
+
+
+def _check_fraction(fraction: float) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+        0 < fraction <= 1
+    ):
+        raise ValueError(
+            f"top_k is the fraction of the map's pixels averaged for the image score, in "
+            f"(0, 1] (1: the map's mean), got {fraction!r}"
+        )
+    return float(fraction)
 
 
 def nll_loss(z: tuple[Tensor, ...], logdet: Tensor) -> Tensor:
@@ -127,6 +167,13 @@ class CSFlow(AnomalyModel):
         last_kernel_size: kernel of the last block's subnets (5 in the paper).
         clamp: soft-clamp bound of the log-scales (3 in the paper).
         map_mode: ``"finest"`` (the paper) or ``"all"`` (see :class:`MapMode`).
+        image_score: ``"mean"`` (the paper: mean of ``z^2 / 2`` over all latents) or
+            ``"topk"`` (mean of the ``top_k`` fraction of the anomaly map's highest pixels;
+            see :class:`ImageScore`).
+        top_k: the fraction of the map's pixels ``"topk"`` averages, in ``(0, 1]``.
+        color_grid: ``g``: append the mean colours of the ``g x g`` sub-cells of each feature
+            cell to the backbone's channels (``3 g^2`` channels; not in the paper: a deep
+            block barely sees a change of colour); 0: none.
         memory_saving: train with the reversible engine (activations rebuilt in backward:
             ~4/3 of plain autograd's time; off by default, where the maps are small).
         feature_cache: training images whose backbone features are kept in memory (0: none),
@@ -151,6 +198,10 @@ class CSFlow(AnomalyModel):
         last_kernel_size: int = 5,
         clamp: float = 3.0,
         map_mode: str = MapMode.FINEST.value,
+        image_score: str = ImageScore.MEAN.value,
+        top_k: float = 0.1,
+        color_grid: int = 0,
+        standardize: bool = False,
         memory_saving: bool = False,
         feature_cache: int = DEFAULT_CACHE_IMAGES,
     ) -> None:
@@ -163,10 +214,15 @@ class CSFlow(AnomalyModel):
             feature_stride=feature_stride, hidden=hidden, num_blocks=num_blocks,
             kernel_size=kernel_size,
             last_kernel_size=last_kernel_size, clamp=clamp, map_mode=MapMode(map_mode).value,
-            memory_saving=memory_saving, feature_cache=feature_cache,
+            image_score=ImageScore(image_score).value, top_k=_check_fraction(top_k),
+            color_grid=color_grid,
+            standardize=standardize, memory_saving=memory_saving, feature_cache=feature_cache,
         )
-        self.features = MultiScaleFeatures(backbone, backbone_weights, SCALES, feature_stride)
+        self.features = MultiScaleFeatures(
+            backbone, backbone_weights, SCALES, feature_stride, color_grid
+        )
         self.map_mode = MapMode(map_mode)
+        self.score_mode, self.top_k = ImageScore(image_score), float(top_k)
         channels = self.features.channels
         layers: list[flowkit.Flow] = []
         for k in range(num_blocks):
@@ -177,6 +233,12 @@ class CSFlow(AnomalyModel):
             layers.extend(CrossScaleBlock(channels, hidden, size, clamp, SCALES))
         self.flow = flowkit.Sequential(*layers, memory_saving=memory_saving)
         self.cache_size = feature_cache
+        self.standardize = standardize
+        # Per-scale, per-channel shift and scale of the features, set from the first training
+        # batch (data-dependent initialization, as Glow's ActNorm): identity until then.
+        self.register_buffer("feature_mean", torch.zeros(SCALES, channels))
+        self.register_buffer("feature_std", torch.ones(SCALES, channels))
+        self.register_buffer("standardized", torch.tensor(False))
         self._cache: OrderedDict[bytes, tuple[Tensor, ...]] = OrderedDict()
 
     def size_multiple(self) -> int:
@@ -229,8 +291,25 @@ class CSFlow(AnomalyModel):
             self._cached_features(images, fill=self.training) if use_cache
             else self.features(images)
         )
+        if self.standardize:
+            features = self._standardized(features)
         z, logdet = self.flow(features)
         return z, logdet
+
+    def _standardized(self, features: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        """Each scale's features shifted and scaled per channel by the statistics of the first
+        training batch (set then, fixed afterwards)."""
+        if self.training and not bool(self.standardized):
+            for k, f in enumerate(features):
+                self.feature_mean[k] = f.mean(dim=(0, 2, 3)).to(self.feature_mean.dtype)
+                self.feature_std[k] = f.std(dim=(0, 2, 3)).clamp_min(STD_FLOOR).to(
+                    self.feature_std.dtype)
+            self.standardized.fill_(True)
+        return tuple(
+            (f - self.feature_mean[k, :, None, None].to(f.dtype))
+            / self.feature_std[k, :, None, None].to(f.dtype)
+            for k, f in enumerate(features)
+        )
 
     def loss(self, images: Tensor) -> Tensor:
         """The negative log-likelihood per latent dimension (:func:`nll_loss`)."""
@@ -260,5 +339,8 @@ class CSFlow(AnomalyModel):
         """``(maps [B, 1, H, W], scores [B])`` from one pass; the score is the paper's mean of
         ``z^2 / 2`` over all latents (not the maximum of the map, the base class's default)."""
         z, _ = self.latents(images, cache=True)
+        maps = self._map(z, images.shape[-2:])
+        if self.score_mode is ImageScore.TOPK:
+            return maps, top_fraction_mean(maps, self.top_k)
         flat = torch.cat([t.flatten(1) for t in z], dim=1)
-        return self._map(z, images.shape[-2:]), 0.5 * flat.square().mean(dim=1)
+        return maps, 0.5 * flat.square().mean(dim=1)
