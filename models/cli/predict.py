@@ -96,10 +96,7 @@ def run(args: argparse.Namespace, stop: StopSignals) -> int:
                       f"the output of flowkit predict (no {PREDICTIONS_FILE})")
     images = find_images(args.images, args.recursive)
     options = options_of(args)
-    checkpoint, threshold_file = folder.trained(args.checkpoint)
-    advice = folder.rebuild_advice if args.checkpoint == Trained.FINAL.value else (
-        "best.pt exists only for runs trained with --val-fraction above 0 and at least one "
-        "epoch; use --checkpoint final")
+    checkpoint, threshold_file, advice = folder.trained(args.checkpoint)
     model = load_model(checkpoint, options.device, expected_model=config.model, advice=advice)
     size = args.image_size or config.data.image_size
     try:

@@ -111,11 +111,14 @@ class RunFolder:
         """The best epoch on the validation images, fitted (runs with validation only)."""
         return self.checkpoints / "best.pt"
 
-    def trained(self, which: Trained | str) -> tuple[Path, Path]:
-        """The checkpoint and the threshold file of the final or the best model."""
+    def trained(self, which: Trained | str) -> tuple[Path, Path, str]:
+        """The checkpoint and the threshold file of the final or the best model, and what to
+        do when the checkpoint is missing or damaged."""
         if Trained(which) is Trained.BEST:
-            return self.best_checkpoint, self.best_threshold
-        return self.final_checkpoint, self.threshold
+            return self.best_checkpoint, self.best_threshold, (
+                "best.pt exists only for runs trained with --val-fraction above 0 and at least "
+                "one epoch; use the final model (--checkpoint final)")
+        return self.final_checkpoint, self.threshold, self.rebuild_advice
 
     @property
     def heatmaps(self) -> Path:

@@ -23,7 +23,7 @@ from ..data import Split
 from .checkpoint import load_model
 from .config import RunConfig
 from .predict import ImageFiles
-from .run_folder import RunFolder
+from .run_folder import RunFolder, Trained
 from .thresholds import Thresholds, fit_thresholds, read_thresholds
 
 __all__ = ["RunPredictions", "TrainedRun", "load_run"]
@@ -140,24 +140,30 @@ def run_thresholds(folder: RunFolder, config: RunConfig, model: AnomalyModel,
     return fit_thresholds(model, training, batch_size, device, workers), True
 
 
-def load_run(path: str | Path, device: str | torch.device = "cpu") -> TrainedRun:
+def load_run(path: str | Path, device: str | torch.device = "cpu",
+             checkpoint: Trained | str = Trained.FINAL) -> TrainedRun:
     """Load a finished run of ``flowkit train`` for prediction.
 
     Args:
         path: the run folder (``--out`` of ``flowkit train``).
         device: where the model runs.
+        checkpoint: ``"final"``, or ``"best"``: the best epoch on validation (runs trained
+            with a validation split), with its own thresholds.
 
     Returns:
-        The run's final model with its thresholds.
+        The run's final (or best) model with its thresholds.
 
     Raises:
         RunFolderError: ``path`` is not a run folder.
-        CheckpointError: ``checkpoints/final.pt`` is missing or cannot be used.
+        CheckpointError: ``checkpoints/final.pt`` (or ``best.pt``) is missing or cannot be
+            used.
+        ValueError: ``checkpoint`` is neither ``final`` nor ``best``.
     """
     folder = RunFolder.open(path)
     config = folder.read_config()
     device = torch.device(device)
-    model = load_model(folder.final_checkpoint, device, expected_model=config.model,
-                       advice=folder.rebuild_advice)
-    thresholds, _ = run_thresholds(folder, config, model, device, config.batch_size)
+    weights, threshold_file, advice = folder.trained(checkpoint)
+    model = load_model(weights, device, expected_model=config.model, advice=advice)
+    thresholds, _ = run_thresholds(folder, config, model, device, config.batch_size,
+                                   path=threshold_file)
     return TrainedRun(model, thresholds, config, folder, device)

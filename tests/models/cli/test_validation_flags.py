@@ -15,6 +15,7 @@ from flowkit.models.data import write_synthetic
 from flowkit.models.engine.checkpoint import load_checkpoint
 from flowkit.models.engine.evaluate import METRIC_LABELS
 from flowkit.models.engine.run_folder import RunFolder
+from flowkit.models.engine.trained_run import load_run
 
 from ..tiny_model import TINY
 
@@ -114,10 +115,14 @@ def test_train_eval_and_predict_the_best_model(tmp_path: Path,
         assert main(["predict", str(out), str(images), "--out", str(folder), "--checkpoint",
                      which, "--quiet"]) == 0
         written = json.loads((folder / "predictions.json").read_text())
-        checkpoint, thresholds = run.trained(which)
+        checkpoint, thresholds, _ = run.trained(which)
         assert written["checkpoint"] == str(checkpoint)
         assert written["threshold"]["image"] == \
             json.loads(thresholds.read_text())["image"]
+        loaded = load_run(out, checkpoint=which)  # the same from Python
+        assert loaded.threshold == written["threshold"]["image"]
+        assert loaded.predict([str(images / "a.png")]).scores.item() == pytest.approx(
+            written["images"][0]["score"], rel=1e-6)
 
 
 def test_predict_best_of_a_run_without_validation(tmp_path: Path,
@@ -128,8 +133,8 @@ def test_predict_best_of_a_run_without_validation(tmp_path: Path,
     image = next((out / "heatmaps").glob("*.png"))
     assert main(["predict", str(out), str(image), "--out", str(tmp_path / "p"),
                  "--checkpoint", "best"]) == EXIT_ERROR
-    assert "trained with --val-fraction above 0 and at least one epoch; use --checkpoint " \
-           "final" in _error_line(capsys)
+    assert "trained with --val-fraction above 0 and at least one epoch; use the final model " \
+           "(--checkpoint final)" in _error_line(capsys)
 
 
 def test_the_split_error_advice_works(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
