@@ -6,6 +6,12 @@ images vary by crop, scale, brightness and sensor noise (textures) or by a small
 rotation (the nut). Defects are drawn onto a normal image with a soft-edged opacity that is
 zero outside the defect, so the mask is pixel-exact: a pixel is in the mask exactly when the
 defect changed it. Everything is a deterministic function of the seed.
+
+Three harder categories, procedural and drawn at any size, carry subtle defects, most of
+which an untrained model and the mean-image baseline do not find (``benchmarks/RESULTS.md``):
+the textures ``fabric`` (a plain weave) and ``steel`` (brushed), with faint stains, hairline
+scratches and patches of the same texture with another structure, and the object ``pcb`` (a
+circuit board), with parts misplaced, missing or extra, the whole board shifted, and hairlines.
 """
 
 from __future__ import annotations
