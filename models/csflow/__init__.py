@@ -6,11 +6,19 @@ from .features import (
     RandomPatchEmbedding,
     build_backbone,
 )
-from .model import CSFlow, ImageScore, MapMode, nll_loss, top_fraction_mean
+from .model import (
+    ChannelReduction,
+    CSFlow,
+    ImageScore,
+    MapMode,
+    nll_loss,
+    top_fraction_mean,
+)
 
 __all__ = [
     "Backbone",
     "CSFlow",
+    "ChannelReduction",
     "ImageScore",
     "MapMode",
     "MultiScaleFeatures",

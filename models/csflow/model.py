@@ -29,7 +29,15 @@ from flowkit.layers import CrossScaleBlock, Permute
 from ..base import AnomalyModel, OptimizerSettings, register_model
 from .features import B5_WEIGHTS_FILE, PAPER_STRIDE, Backbone, MultiScaleFeatures
 
-__all__ = ["PAPER_PRESET", "CSFlow", "ImageScore", "MapMode", "nll_loss", "top_fraction_mean"]
+__all__ = [
+    "PAPER_PRESET",
+    "CSFlow",
+    "ChannelReduction",
+    "ImageScore",
+    "MapMode",
+    "nll_loss",
+    "top_fraction_mean",
+]
 
 SCALES = 3
 """Input scales: full, 1/2 and 1/4 of the image size, as in the paper."""
@@ -60,13 +68,18 @@ PAPER_PRESET: dict[str, Any] = {
     "hidden": PAPER_HIDDEN,
     "memory_saving": True,
     "map_mode": "finest",
+    "map_channels": "mean",
+    "image_score": "mean",
+    "color_grid": 0,
+    "standardize": False,
     "epochs": 240,
     "batch_size": 16,
     "lr": PAPER_LR,
 }
 """The paper's settings (``flowkit train --model csflow --preset paper``, for a GPU): 768 px,
 EfficientNet-B5's block 36 from the local file :data:`~.features.B5_WEIGHTS_FILE` (another
-with ``--backbone-weights PATH``), hidden width 1024, 240 epochs of batch 16, Adam lr 2e-4."""
+with ``--backbone-weights PATH``), hidden width 1024, 240 epochs of batch 16, Adam lr 2e-4,
+the paper's image score (the mean of ``z^2 / 2``), no colour channels, no standardization."""
 
 
 class MapMode(Choice):
@@ -74,6 +87,13 @@ class MapMode(Choice):
 
     FINEST = "finest"  # channel mean of z^2 at the finest scale (the paper)
     ALL = "all"  # product of the upsampled channel means of all scales (anomalib's default)
+
+
+class ChannelReduction(Choice):
+    """How each position's latents ``z^2`` become one value of the anomaly map."""
+
+    MEAN = "mean"  # the mean over the channels (the paper)
+    MAX = "max"  # the largest over the channels: one extreme latent is not averaged away
 
 
 class ImageScore(Choice):
@@ -167,6 +187,8 @@ class CSFlow(AnomalyModel):
         last_kernel_size: kernel of the last block's subnets (5 in the paper).
         clamp: soft-clamp bound of the log-scales (3 in the paper).
         map_mode: ``"finest"`` (the paper) or ``"all"`` (see :class:`MapMode`).
+        map_channels: ``"mean"`` (the paper) or ``"max"``: how a position's ``z^2`` over the
+            channels becomes its map value (see :class:`ChannelReduction`).
         image_score: ``"mean"`` (the paper: mean of ``z^2 / 2`` over all latents) or
             ``"topk"`` (mean of the ``top_k`` fraction of the anomaly map's highest pixels;
             see :class:`ImageScore`).
@@ -174,6 +196,9 @@ class CSFlow(AnomalyModel):
         color_grid: ``g``: append the mean colours of the ``g x g`` sub-cells of each feature
             cell to the backbone's channels (``3 g^2`` channels; not in the paper: a deep
             block barely sees a change of colour); 0: none.
+        standardize: shift and scale each scale's features per channel by the mean and
+            standard deviation of the first training batch, fixed afterwards (not in the
+            paper: Lite0's channels vary by ~7, the colour channels by ~0.1).
         memory_saving: train with the reversible engine (activations rebuilt in backward:
             ~4/3 of plain autograd's time; off by default, where the maps are small).
         feature_cache: training images whose backbone features are kept in memory (0: none),
@@ -198,6 +223,7 @@ class CSFlow(AnomalyModel):
         last_kernel_size: int = 5,
         clamp: float = 3.0,
         map_mode: str = MapMode.FINEST.value,
+        map_channels: str = ChannelReduction.MEAN.value,
         image_score: str = ImageScore.MEAN.value,
         top_k: float = 0.1,
         color_grid: int = 0,
@@ -214,6 +240,7 @@ class CSFlow(AnomalyModel):
             feature_stride=feature_stride, hidden=hidden, num_blocks=num_blocks,
             kernel_size=kernel_size,
             last_kernel_size=last_kernel_size, clamp=clamp, map_mode=MapMode(map_mode).value,
+            map_channels=ChannelReduction(map_channels).value,
             image_score=ImageScore(image_score).value, top_k=_check_fraction(top_k),
             color_grid=color_grid,
             standardize=standardize, memory_saving=memory_saving, feature_cache=feature_cache,
@@ -222,6 +249,7 @@ class CSFlow(AnomalyModel):
             backbone, backbone_weights, SCALES, feature_stride, color_grid
         )
         self.map_mode = MapMode(map_mode)
+        self.reduction = ChannelReduction(map_channels)
         self.score_mode, self.top_k = ImageScore(image_score), float(top_k)
         channels = self.features.channels
         layers: list[flowkit.Flow] = []
@@ -234,11 +262,13 @@ class CSFlow(AnomalyModel):
         self.flow = flowkit.Sequential(*layers, memory_saving=memory_saving)
         self.cache_size = feature_cache
         self.standardize = standardize
-        # Per-scale, per-channel shift and scale of the features, set from the first training
-        # batch (data-dependent initialization, as Glow's ActNorm): identity until then.
-        self.register_buffer("feature_mean", torch.zeros(SCALES, channels))
-        self.register_buffer("feature_std", torch.ones(SCALES, channels))
-        self.register_buffer("standardized", torch.tensor(False))
+        if standardize:
+            # Per-scale, per-channel shift and scale of the features, set from the first
+            # training batch (data-dependent initialization, as Glow's ActNorm, Kingma and
+            # Dhariwal, arXiv:1807.03039): the identity until then.
+            self.register_buffer("feature_mean", torch.zeros(SCALES, channels))
+            self.register_buffer("feature_std", torch.ones(SCALES, channels))
+            self.register_buffer("standardized", torch.tensor(False))
         self._cache: OrderedDict[bytes, tuple[Tensor, ...]] = OrderedDict()
 
     def size_multiple(self) -> int:
@@ -318,8 +348,10 @@ class CSFlow(AnomalyModel):
 
     def _map(self, z: tuple[Tensor, ...], size: torch.Size) -> Tensor:
         def upsampled(level: Tensor) -> Tensor:
-            return F.interpolate(level.square().mean(dim=1, keepdim=True), size=size,
-                                 mode="bilinear", align_corners=False)
+            square = level.square()
+            reduced = square.amax(dim=1, keepdim=True) if self.reduction is ChannelReduction.MAX \
+                else square.mean(dim=1, keepdim=True)
+            return F.interpolate(reduced, size=size, mode="bilinear", align_corners=False)
 
         if self.map_mode is MapMode.FINEST:
             return upsampled(z[0])
@@ -330,7 +362,8 @@ class CSFlow(AnomalyModel):
 
     @torch.no_grad()
     def anomaly_map(self, images: Tensor) -> Tensor:
-        """Channel mean of ``z^2`` (finest scale, or all, see ``map_mode``), ``[B, 1, H, W]``."""
+        """Channel mean (or maximum, see ``map_channels``) of ``z^2`` at the finest scale (or
+        all, see ``map_mode``), upsampled to the image size, ``[B, 1, H, W]``."""
         z, _ = self.latents(images, cache=True)
         return self._map(z, images.shape[-2:])
 

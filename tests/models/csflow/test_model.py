@@ -174,3 +174,7 @@ def test_the_paper_preset_is_the_papers_settings() -> None:
     assert (preset["backbone"], preset["feature_stride"], preset["lr"]) == (
         "efficientnet-b5", 32, 2e-4)
     assert preset["backbone_weights"].endswith("efficientnet-b5-b6417697.pth")
+    # the paper's map and score, no colour channels or standardization (the CPU defaults')
+    assert (preset["map_mode"], preset["map_channels"], preset["image_score"]) == (
+        "finest", "mean", "mean")
+    assert (preset["color_grid"], preset["standardize"]) == (0, False)

@@ -68,6 +68,29 @@ def test_topk_scores_are_the_top_fraction_of_the_models_own_maps(
     torch.testing.assert_close(paper_scores, expected)
 
 
+@settings(deadline=None, max_examples=10)
+@given(seed=st.integers(0, 1000), dtype=st.sampled_from(DTYPES),
+       map_mode=st.sampled_from(["finest", "all"]))
+def test_the_channel_max_map_is_the_largest_latent_of_each_position_upsampled(
+    seed: int, dtype: torch.dtype, map_mode: str
+) -> None:
+    torch.manual_seed(seed)
+    model = tiny(map_channels="max", map_mode=map_mode).to(dtype).eval()
+    images = torch.rand(2, 3, 64, 128, dtype=dtype)
+    z, _ = model.latents(images)
+    levels = [F.interpolate(t.square().amax(dim=1, keepdim=True), size=(64, 128),
+                            mode="bilinear", align_corners=False) for t in z]
+    expected = levels[0] if map_mode == "finest" else levels[0] * levels[1] * levels[2]
+    torch.testing.assert_close(model.anomaly_map(images), expected, rtol=0, atol=0)
+    mean = tiny(map_mode=map_mode).to(dtype).eval()
+    mean.load_state_dict(model.state_dict())
+    # the maximum over the channels bounds their mean at every level, hence every map value
+    assert bool((mean.anomaly_map(images) <= model.anomaly_map(images) * (1 + 1e-6)).all())
+    with pytest.raises(ValueError, match="unknown channel reduction 'sum'; choose one of "
+                       "'mean', 'max'"):
+        CSFlow(backbone="random", map_channels="sum")
+
+
 @pytest.mark.parametrize("bad", [0, -0.1, 1.5, math.nan, True, "0.1"])
 def test_an_invalid_top_k_or_image_score_is_refused_naming_the_choices(bad) -> None:
     with pytest.raises(ValueError, match=r"top_k .* in \(0, 1\]"):
