@@ -12,7 +12,6 @@ from torch.utils.data import Dataset
 from ..base import MODELS
 from ..data import (
     GOOD,
-    SYNTHETIC_TEXTURES,
     DatasetError,
     FolderDataset,
     Item,
@@ -20,7 +19,7 @@ from ..data import (
     SyntheticDataset,
     read_size,
 )
-from ..data.synthetic_scenes import SYNTHETIC_DETAIL
+from ..data.synthetic_scenes import PHOTO_TEXTURES, SYNTHETIC_DETAIL
 from ..errors import ConfigError
 from .config import RunConfig
 from .distributed import per_process_batch
@@ -163,6 +162,6 @@ def preflight(config: RunConfig, world_size: int = 1) -> DataReport:
         )
     split_training(len(train), config.val_fraction, config.batch_size)
     check_test_split(test, config.data.name)
-    textures = isinstance(train, SyntheticDataset) and train.category in SYNTHETIC_TEXTURES
+    textures = isinstance(train, SyntheticDataset) and train.category in PHOTO_TEXTURES
     return DataReport(scan_images(train) + scan_images(test),
                       SYNTHETIC_DETAIL if textures else None)

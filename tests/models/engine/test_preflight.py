@@ -147,7 +147,8 @@ def test_train_prints_the_resize_note(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(("category", "size", "noted"),
-                         [("brick", 512, True), ("brick", 256, False), ("nut", 512, False)])
+                         [("brick", 512, True), ("brick", 256, False), ("nut", 512, False),
+                          ("fabric", 512, False)])
 def test_upsampled_synthetic_textures_are_noted(tiny_config, category: str, size: int,
                                                 noted: bool) -> None:
     data = dataclasses.replace(tiny_config.data, category=category, image_size=size)
