@@ -10,6 +10,11 @@ model, then both train on the same synthetic batches in the same order; the harn
 the loss of both at every step, the final weight difference, and the pixel AUROC, image AUROC
 and AUPRO@0.3 of both on the same test set (template: the mean latent of the training images in
 eval mode; map: ``compose(|z - template|)``, channel mean; each side through its own code).
+``--eval-every K`` also evaluates both every ``K`` steps (and after the last): the curve, and
+each side's maximum per metric over it with its step, which is how the official ``train.py``
+reports its results (the test set scored after every epoch, the maximum of each metric kept,
+each possibly at another epoch). Evaluating does not change the training (eval mode: no
+running-mean update, no random draw).
 
 Modes (``--mode``): ``parity`` builds ours with the parity options (``clamp_scale`` = the
 official soft-clamp constant, read from the official source at run time; ``norm_updates=3``, the
@@ -51,7 +56,8 @@ the harness puts a placeholder module in ``sys.modules`` for the duration of the
 Run::
 
     python -m benchmarks.parity_official --official PATH/PyramidFlow --autoflow PATH/autoFlow \\
-        [--steps 100] [--mode both] [--sync] [--category nut] [--out parity.json]
+        [--steps 100] [--mode both] [--sync] [--category nut] [--eval-every 24] \\
+        [--out parity.json]
     python -m benchmarks.parity_official --mode control [--sync]   # no official code needed
 
 References:
@@ -404,6 +410,26 @@ class ParityReport:
     weight_max_rel: float = 0.0
     worst_tensor: str = ""
     metrics: dict[str, dict[str, float]] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+    def test_maxima(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Each side's maximum of each metric over ``curve`` and its step (the earliest on a
+        tie): the official ``train.py``'s test-set selection, one metric at a time.
+
+        Raises:
+            ValueError: no curve (run without ``eval_every``).
+        """
+        if not self.curve:
+            raise ValueError("no evaluation curve: run the harness with eval_every (a step count)")
+        maxima: dict[str, dict[str, dict[str, float]]] = {}
+        for side, metrics in self.curve[0]["metrics"].items():
+            maxima[side] = {}
+            for metric in metrics:
+                best = max(self.curve, key=lambda point: (point["metrics"][side][metric],
+                                                          -point["step"]))
+                maxima[side][metric] = {"value": best["metrics"][side][metric],
+                                        "step": best["step"]}
+        return maxima
 
     def differences(self) -> list[float]:
         """``|loss_a - loss_b| / |loss_b|`` per step."""
@@ -458,6 +484,18 @@ def _metrics(maps: Tensor, masks: Tensor) -> dict[str, float]:
             "aupro_0.3": aupro(maps, masks)}
 
 
+def _evaluate(sides: Sequence[Any], train_images: Tensor, test_images: Tensor,
+              test_masks: Tensor) -> dict[str, dict[str, float]]:
+    """The metrics of each side on the test set (template from ``train_images``, in eval
+    mode); each side is left in training mode."""
+    metrics = {}
+    for side in sides:
+        side.train(False)
+        metrics[side.name] = _metrics(side.anomaly_maps(train_images, test_images), test_masks)
+        side.train(True)
+    return metrics
+
+
 def _copy_parameters(source: Any, target: Any) -> None:
     """``target``'s parameters set to ``source``'s (both lists in the official order)."""
     with torch.no_grad():
@@ -478,7 +516,8 @@ def _gradient_difference(a: Any, b: Any) -> float:
 
 def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Tensor,
                test_masks: Tensor, steps: int, batch_size: int, seed: int = 0,
-               log: Callable[[str], None] | None = None, sync: bool = False) -> ParityReport:
+               log: Callable[[str], None] | None = None, sync: bool = False,
+               eval_every: int | None = None) -> ParityReport:
     """Train sides ``a`` and ``b`` on the same batches in the same order, then evaluate both.
 
     Args:
@@ -495,11 +534,19 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
             training is chaotic: free-running trajectories part by more than rounding after
             a few dozen steps, see the ``control`` mode). The final weights then differ by one
             step; running means are not synchronized (they do not enter the loss).
+        eval_every: also evaluate both sides after every ``eval_every`` steps (and after the
+            last) into ``report.curve``; ``report.test_maxima()`` is then each side's best.
+
+    Raises:
+        ValueError: ``eval_every`` below 1.
     """
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every must be a positive step count or None, got {eval_every}")
     report = ParityReport(mode, seconds={a.name: 0.0, b.name: 0.0})
     a.train(True)
     b.train(True)
-    for step, index in enumerate(batch_order(len(train_images), batch_size, steps, seed)):
+    batches = batch_order(len(train_images), batch_size, steps, seed)
+    for step, index in enumerate(batches):
         images = train_images[index]
         losses = []
         if sync:
@@ -514,6 +561,13 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
             log(f"step {step:4d}  {a.name} {losses[0]:.8g}  {b.name} {losses[1]:.8g}  "
                 f"rel diff {report.differences()[-1]:.3e}  grad rel diff "
                 f"{report.gradient_rel[-1]:.3e}")
+        if eval_every is not None and ((step + 1) % eval_every == 0 or step + 1 == len(batches)):
+            report.curve.append({"step": step + 1, "metrics": _evaluate(
+                (a, b), train_images, test_images, test_masks)})
+            if log is not None:
+                log(f"step {step + 1:4d}  evaluated: " + "  ".join(
+                    f"{side} " + " ".join(f"{k} {v:.4f}" for k, v in m.items())
+                    for side, m in report.curve[-1]["metrics"].items()))
     state_a, state_b = a.state_as_ours(), b.state_as_ours()
     for name, value in state_a.items():
         diff = float((value.double() - state_b[name].double()).abs().max())
@@ -521,10 +575,8 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
         report.weight_max_abs = max(report.weight_max_abs, diff)
         if rel >= report.weight_max_rel:
             report.weight_max_rel, report.worst_tensor = rel, name
-    for side in (a, b):
-        side.train(False)
-        report.metrics[side.name] = _metrics(side.anomaly_maps(train_images, test_images),
-                                             test_masks)
+    report.metrics = (report.curve[-1]["metrics"] if report.curve
+                      else _evaluate((a, b), train_images, test_images, test_masks))
     return report
 
 
@@ -564,11 +616,17 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sync", action="store_true",
                         help="reset the second model's weights to ours before every step")
+    parser.add_argument("--eval-every", type=int, default=None, metavar="K",
+                        help="also evaluate both models every K steps and after the last; "
+                             "prints each one's maximum per metric over them (the official "
+                             "train.py's test-set selection)")
     parser.add_argument("--quiet", action="store_true", help="no per-step lines")
     parser.add_argument("--out", help="write the reports as JSON")
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error(f"--steps must be at least 1, got {args.steps}")
+    if args.eval_every is not None and args.eval_every < 1:
+        parser.error(f"--eval-every must be at least 1 (steps), got {args.eval_every}")
     if args.mode != "control" and not (args.official and args.autoflow):
         parser.error(f"--mode {args.mode} needs --official and --autoflow (checkouts)")
     code = load_official(args.official, args.autoflow) if args.mode != "control" else None
@@ -586,7 +644,8 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
         print(f"== mode {mode}: ours {ours.config}")
         report = run_parity(OursSide(ours), other, mode_label, train_images, test_images,
                             test_masks, args.steps, OFFICIAL_SETTINGS["batch_size"], args.seed,
-                            log=None if args.quiet else print, sync=args.sync)
+                            log=None if args.quiet else print, sync=args.sync,
+                            eval_every=args.eval_every)
         reports.append(report)
     rows = [{"mode": r.mode, **{k: f"{v:.3g}" for k, v in r.summary().items()},
              "weight_rel_max": f"{r.weight_max_rel:.3g}", "worst": r.worst_tensor,
@@ -595,8 +654,15 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
             for r in reports]
     for row in rows:
         print_table([row], list(row))
+    for r in (r for r in reports if r.curve):
+        maxima = r.test_maxima()
+        print(f"== {r.mode}: each metric's maximum over the evaluations (its step)")
+        print_table([{"side": side, **{k: f"{m['value']:.4f} ({m['step']})"
+                                       for k, m in best.items()}}
+                     for side, best in maxima.items()], ["side", *next(iter(maxima.values()))])
     if args.out:
         write_json(args.out, [{**asdict(r), "summary": r.summary(),
+                               "test_maxima": r.test_maxima() if r.curve else None,
                                "clamp_scale_official": clamp_scale} for r in reports])
     return reports
 

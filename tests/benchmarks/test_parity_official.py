@@ -21,10 +21,12 @@ from hypothesis import strategies as st
 from benchmarks.parity_official import (
     OfficialSide,
     OursSide,
+    ParityReport,
     build_ours,
     from_official_state,
     load_mapped,
     load_official,
+    main,
     official_clamp_scale,
     official_state,
     plain_twin,
@@ -136,6 +138,52 @@ def test_harness_sees_a_difference() -> None:
     assert report.weight_max_abs > 0.0
 
 
+@settings(max_examples=3, deadline=None)
+@given(seed=fst.seeds(), steps=st.integers(3, 5), eval_every=st.integers(1, 3))
+def test_evaluating_every_k_steps_leaves_the_training_unchanged(seed, steps, eval_every) -> None:
+    """The curve is taken after every ``eval_every`` steps and after the last; each point is
+    what a run stopped at that step reports, and the losses are those of a run without it."""
+    train, test, masks = synthetic_data("nut", 32, num_train=6, seed=seed % 3)
+
+    def run(count: int, every: int | None):
+        model = perturb_parameters_(_small(seed), scale=0.2, seed=seed)
+        return run_parity(OursSide(model), plain_twin(model), "curve", train, test, masks,
+                          steps=count, batch_size=2, seed=seed, eval_every=every)
+
+    curved, plain = run(steps, eval_every), run(steps, None)
+    assert curved.losses == plain.losses
+    assert curved.metrics == plain.metrics == curved.curve[-1]["metrics"]
+    expected = sorted({*range(eval_every, steps + 1, eval_every), steps})
+    assert [point["step"] for point in curved.curve] == expected
+    assert run(expected[0], None).metrics == curved.curve[0]["metrics"]
+
+
+def test_test_maxima_take_each_metric_at_its_own_best_step() -> None:
+    """The official selection: every metric's maximum over the curve, independently; ties go
+    to the earlier step."""
+    report = ParityReport("m", curve=[
+        {"step": 2, "metrics": {"a": {"x": 0.5, "y": 0.9}, "b": {"x": 0.1, "y": 0.2}}},
+        {"step": 4, "metrics": {"a": {"x": 0.7, "y": 0.9}, "b": {"x": 0.3, "y": 0.1}}},
+        {"step": 5, "metrics": {"a": {"x": 0.6, "y": 0.8}, "b": {"x": 0.3, "y": 0.0}}},
+    ])
+    assert report.test_maxima() == {
+        "a": {"x": {"value": 0.7, "step": 4}, "y": {"value": 0.9, "step": 2}},
+        "b": {"x": {"value": 0.3, "step": 4}, "y": {"value": 0.2, "step": 2}},
+    }
+    with pytest.raises(ValueError, match="eval_every"):
+        ParityReport("m").test_maxima()
+
+
+def test_eval_every_below_one_is_refused() -> None:
+    model = _small(0)
+    train, test, masks = synthetic_data("nut", 32, num_train=4)
+    with pytest.raises(ValueError, match="eval_every"):
+        run_parity(OursSide(model), plain_twin(model), "m", train, test, masks, steps=2,
+                   batch_size=2, eval_every=0)
+    with pytest.raises(SystemExit):
+        main(["--mode", "control", "--eval-every", "0"])
+
+
 def test_official_code_matches_ours_with_the_parity_options() -> None:
     """The official code, imported from a checkout: it leaves no module behind, and with the
     parity options, the same weights and batches, the losses of both agree to float32 rounding
@@ -154,8 +202,11 @@ def test_official_code_matches_ours_with_the_parity_options() -> None:
                           image_size=32, volume_norm=volume_norm)
         official = OfficialSide(code, ours, batch_size=2)
         report = run_parity(OursSide(ours), official, "parity", train, test, masks, steps=5,
-                            batch_size=2)
+                            batch_size=2, eval_every=2)
         assert report.summary()["loss_rel_max"] < 1e-5, volume_norm
         assert report.weight_max_rel < 1e-4, (volume_norm, report.worst_tensor)
-        for metric, value in report.metrics["ours"].items():
-            assert abs(value - report.metrics["official"][metric]) < 1e-2, (volume_norm, metric)
+        assert [point["step"] for point in report.curve] == [2, 4, 5]
+        for point in report.curve:
+            for metric, value in point["metrics"]["ours"].items():
+                official_value = point["metrics"]["official"][metric]
+                assert abs(value - official_value) < 1e-2, (volume_norm, point["step"], metric)
