@@ -64,6 +64,11 @@ class AnomalyModel(nn.Module, abc.ABC):
     #: (flag names with underscores, e.g. ``image_size``, ``epochs``, a config key) to values;
     #: flags given on the command line take precedence.
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    #: Constructor arguments added after checkpoints were first written, each with the value
+    #: that computes what the model did before it existed (not today's default): a stored
+    #: config that lacks one is rebuilt with that value, so an old checkpoint loads and scores
+    #: as it did when it was saved.
+    config_added: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **config: Any) -> None:
         super().__init__()

@@ -220,6 +220,13 @@ class CSFlow(AnomalyModel):
     synthetic_image_size = 192
     synthetic_epochs = 30
     presets: ClassVar[dict[str, dict[str, Any]]] = {"paper": PAPER_PRESET}
+    config_added: ClassVar[dict[str, Any]] = {
+        "feature_stride": 32,  # issue 15: before it, the block was the stride-32 one
+        "map_channels": ChannelReduction.MEAN.value,  # issue 15, second pass: the paper's
+        "image_score": ImageScore.MEAN.value,
+        "color_grid": 0,
+        "standardize": False,
+    }
 
     def __init__(
         self,

@@ -238,7 +238,8 @@ def model_from_checkpoint(checkpoint: dict[str, Any], path: str | Path,
             f"the module that registers it (for the command line, name it in the environment "
             f"variable FLOWKIT_MODEL_MODULES); registered: {', '.join(sorted(MODELS))}"
         )
-    model = build_model(name, **checkpoint["model_config"])
+    # A config written before an argument existed gets the value that reproduces it.
+    model = build_model(name, **{**MODELS[name].config_added, **checkpoint["model_config"]})
     _load_state(model, checkpoint["model_state"], path, advice)
     return model
 

@@ -178,3 +178,27 @@ def test_the_paper_preset_is_the_papers_settings() -> None:
     assert (preset["map_mode"], preset["map_channels"], preset["image_score"]) == (
         "finest", "mean", "mean")
     assert (preset["color_grid"], preset["standardize"]) == (0, False)
+
+
+def test_a_checkpoint_saved_before_the_added_arguments_loads_and_scores_as_it_did(
+        tmp_path) -> None:
+    from flowkit.models.engine.checkpoint import load_model, save_checkpoint
+
+    # The model as an old flowkit built it: the values config_added names.
+    old = perturb_parameters_(tiny(**CSFlow.config_added, feature_cache=0), scale=0.1).eval()
+    path = tmp_path / "old.pt"
+    save_checkpoint(path, old, None, epoch=1, step=1, run_config={})
+    stored = torch.load(path, weights_only=True)
+    for name in CSFlow.config_added:  # what a config written before them lacks
+        del stored["model_config"][name]
+    torch.save(stored, path)
+    loaded = load_model(path)
+    assert loaded.config == old.config
+    images = torch.rand(2, 3, 128, 128)
+    for got, want in zip(loaded.predict(images), old.predict(images), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+    # Today's defaults differ from every added value: without them the old checkpoint would
+    # be rebuilt differently (refused, or scored another way).
+    defaults = tiny(feature_stride=16)
+    for name, value in CSFlow.config_added.items():
+        assert defaults.config[name] != value, name
