@@ -10,9 +10,15 @@ from typing import Any
 from ..base import MODELS
 from ..data import DatasetError, Split
 from ..engine.config import RunConfig
-from ..engine.validation import DEFAULT_VAL_FRACTION, SelectBy, split_training
+from ..engine.validation import (
+    DEFAULT_VAL_FRACTION,
+    MAX_VALIDATIONS,
+    SelectBy,
+    default_val_every,
+    split_training,
+)
 from ..errors import ConfigError
-from .common import first
+from .common import first, positive_int
 
 __all__ = ["add_validation_flags", "fraction", "with_validation"]
 
@@ -26,7 +32,7 @@ def fraction(text: str) -> float:
 
 
 def add_validation_flags(group: argparse.ArgumentParser | Any) -> None:
-    """``--val-fraction`` and ``--select-by``."""
+    """``--val-fraction``, ``--select-by`` and ``--val-every``."""
     group.add_argument("--val-fraction", type=fraction, metavar="F",
                        help="hold out this fraction of the training images (at least 4; chosen "
                        "by the data, not --seed), paste synthetic defects on them, score every "
@@ -36,6 +42,10 @@ def add_validation_flags(group: argparse.ArgumentParser | Any) -> None:
     group.add_argument("--select-by", choices=[s.value for s in SelectBy],
                        help="the validation metric the best epoch maximizes; ties go to the "
                        f"earlier epoch (default: {SelectBy.AUPRO.value})")
+    group.add_argument("--val-every", type=positive_int, metavar="K",
+                       help="score the validation split every K epochs and after the last "
+                       f"(default: at most {MAX_VALIDATIONS} per run, ceil(epochs / "
+                       f"{MAX_VALIDATIONS}): every epoch up to {MAX_VALIDATIONS} epochs)")
 
 
 def _default_fits(config: RunConfig) -> bool:
@@ -53,9 +63,10 @@ def _default_fits(config: RunConfig) -> bool:
 
 def with_validation(args: argparse.Namespace, base: RunConfig | None,
                     config: RunConfig) -> RunConfig:
-    """``config`` with ``val_fraction`` and ``select_by`` from the flags, else the resumed
-    run, else the defaults: :data:`DEFAULT_VAL_FRACTION` for a model that trains on a
-    training set that can spare it, else no validation.
+    """``config`` with ``val_fraction``, ``select_by`` and ``val_every`` from the flags, else
+    the resumed run, else the defaults: :data:`DEFAULT_VAL_FRACTION` for a model that trains on
+    a training set that can spare it, else no validation; :func:`default_val_every` of the
+    epochs.
 
     Raises:
         ConfigError: ``--val-fraction`` above 0 for a model fitted without training.
@@ -73,4 +84,7 @@ def with_validation(args: argparse.Namespace, base: RunConfig | None,
         val_fraction = first(given, base and base.val_fraction)
     else:
         val_fraction = DEFAULT_VAL_FRACTION if _default_fits(config) else 0.0
-    return dataclasses.replace(config, val_fraction=val_fraction, select_by=select_by)
+    val_every = first(getattr(args, "val_every", None), base and base.val_every,
+                      default_val_every(config.epochs))
+    return dataclasses.replace(config, val_fraction=val_fraction, select_by=select_by,
+                               val_every=val_every)

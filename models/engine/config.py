@@ -91,6 +91,8 @@ class RunConfig:
             written before this field did): no validation.
         select_by: the validation metric the best epoch maximizes, a key of
             ``metrics.json`` (``aupro_0.3`` or ``pixel_auroc``).
+        val_every: score the validation split after every ``val_every``-th epoch and after
+            the last (1, what a run written before this field did: every epoch).
     """
 
     model: str
@@ -102,6 +104,12 @@ class RunConfig:
     optimizer: dict[str, Any]
     val_fraction: float = 0.0
     select_by: str = f"aupro_{DEFAULT_FPR_LIMIT}"
+    val_every: int = 1
+
+    def validates(self, epoch: int) -> bool:
+        """Whether the validation split is scored after ``epoch`` (1-based): every
+        ``val_every``-th epoch and the last."""
+        return epoch % self.val_every == 0 or epoch == self.epochs
 
     def __post_init__(self) -> None:
         # Stored as JSON stores them (tuples as lists), so a config read back compares equal.

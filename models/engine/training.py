@@ -182,7 +182,8 @@ class _Loop:
                             state.step, config.to_json())
         log(f"epoch {state.epoch}/{config.epochs}: loss {record['loss']:{LOSS_FORMAT}}, "
             f"{rate:.2f} steps/s")
-        self.validate(log)
+        if config.validates(state.epoch):
+            self.validate(log)
         return None
 
     def validate(self, log: _Logger) -> None:
@@ -270,8 +271,15 @@ def _validation_note(config: RunConfig, plain: Dataset[Item],
                 f"{config.model}): the final epoch is the only model reported")
     held = len(validation.indices)
     return (f"validation: {held} of {held + len(plain)} training images held out, scored as "
-            f"they are and with pasted defects after every epoch; the best epoch by "
+            f"they are and with pasted defects after {_every(config)}; the best epoch by "
             f"{config.select_by} is kept as {run.best_checkpoint}")
+
+
+def _every(config: RunConfig) -> str:
+    """When validation scores, in words."""
+    if config.val_every == 1:
+        return "every epoch"
+    return f"every {config.val_every} epochs and the last"
 
 
 class _Data(NamedTuple):
@@ -288,7 +296,7 @@ def _training_data(config: RunConfig) -> _Data:
 
     Raises:
         ConfigError: fewer training images than a batch; a validation split that leaves too
-            few on either side; an unknown ``select_by``.
+            few on either side; an unknown ``select_by``; ``val_every`` below 1.
     """
     plain = config.data.dataset(Split.TRAIN.value)
     if len(plain) < config.batch_size:
@@ -300,6 +308,10 @@ def _training_data(config: RunConfig) -> _Data:
         SelectBy(config.select_by)
     except ValueError as error:
         raise ConfigError(f"--select-by: {error}") from error
+    if isinstance(config.val_every, bool) or not isinstance(config.val_every, int) \
+            or config.val_every < 1:
+        raise ConfigError(f"--val-every must be a whole number of epochs, 1 or more, got "
+                          f"{config.val_every!r}")
     split = split_training(len(plain), config.val_fraction, config.batch_size)
     if not split.held_out or not MODELS[config.model].needs_training:
         return _Data(TrainingImages(plain, config.seed, config.data.augment), plain, None)
@@ -434,7 +446,8 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
         if optimizer is not None:
             loop = _Loop(config, run, options, model, optimizer, state, validator)
             if (validator is not None and state.history and state.epoch_steps == 0
-                    and VALIDATION_KEY not in state.history[-1]):
+                    and VALIDATION_KEY not in state.history[-1]
+                    and config.validates(state.epoch)):
                 loop.validate(log)  # stopped between last.pt and the epoch's validation
             if start is not None:  # every process: they stop together
                 _check_best(run, state.history, config.select_by)

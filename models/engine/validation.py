@@ -1,5 +1,6 @@
 """Choosing the training epoch without the test set: a validation split carved from the training
-images, with synthetic defects pasted on it, scored after every epoch.
+images, with synthetic defects pasted on it, scored after every epoch (or every
+``--val-every`` epochs and the last).
 
 Why: the official PyramidFlow code reports, per metric, the best epoch on the test set, which
 overstates what a user gets. Here ``--val-fraction F`` holds out ``ceil(F * N)`` of the ``N``
@@ -45,6 +46,7 @@ from .evaluate import AUPRO_KEY, predict_dataset
 
 __all__ = [
     "DEFAULT_VAL_FRACTION",
+    "MAX_VALIDATIONS",
     "MIN_VALIDATION_IMAGES",
     "VALIDATION_KEY",
     "VALIDATION_SEED",
@@ -52,6 +54,7 @@ __all__ = [
     "ValidationSplit",
     "Validator",
     "best_record",
+    "default_val_every",
     "fit_on",
     "split_training",
 ]
@@ -61,6 +64,10 @@ DEFAULT_VAL_FRACTION = 0.1
 
 MIN_VALIDATION_IMAGES = 4
 """Held-out images needed at least: each defect kind pasted once, and as many normal twins."""
+
+MAX_VALIDATIONS = 10
+"""Validations per run by default: ``--val-every`` is ``ceil(epochs / 10)`` unless given, so a
+long run (CS-Flow's 30 epochs) does not spend a quarter of its time scoring."""
 
 VALIDATION_SEED = 0
 """Seeds the split and the pasted defects: the same for every run of the same data."""
@@ -133,6 +140,17 @@ def split_training(num_images: int, fraction: float, batch_size: int) -> Validat
         )
     order = np.random.default_rng([VALIDATION_SEED, num_images]).permutation(num_images)
     return ValidationSplit(sorted(order[held:].tolist()), sorted(order[:held].tolist()))
+
+
+def default_val_every(epochs: int) -> int:
+    """The epochs between validations when ``--val-every`` is not given: at most
+    :data:`MAX_VALIDATIONS` per run (every epoch up to 10 epochs), and always the last.
+
+    Example:
+        >>> [default_val_every(n) for n in (5, 10, 15, 30)]
+        [1, 1, 2, 3]
+    """
+    return max(1, math.ceil(epochs / MAX_VALIDATIONS))
 
 
 def fit_on(model: AnomalyModel, images: Dataset[Item], batch_size: int, device: torch.device,

@@ -53,9 +53,20 @@ def test_defaults_flags_and_resume(tmp_path: Path) -> None:
                        base=small)
 
 
+def test_val_every_defaults_to_at_most_ten_validations_and_resume_keeps_it() -> None:
+    assert [_config("--epochs", str(n)).val_every for n in (1, 10, 11, 30)] == [1, 1, 2, 3]
+    assert _config("--epochs", "30", "--val-every", "1").val_every == 1
+    run = _config("--epochs", "30")
+    resumed = resolve_config(build_parser().parse_args(["train", "--epochs", "60"]), base=run)
+    assert resumed.val_every == 3  # the run's, not recomputed from the new epochs
+    with pytest.raises(ValueError, match=r"val_every: 3 -> 5"):
+        resolve_config(build_parser().parse_args(["train", "--val-every", "5"]), base=run)
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["--val-fraction", "1.5"], r"argument --val-fraction: must lie in \[0, 1\), got 1.5"),
     (["--select-by", "loss"], r"argument --select-by: invalid choice: 'loss'"),
+    (["--val-every", "0"], r"argument --val-every: "),
     (["--val-fraction", "0.5", "--batch-size", "30"],
      r"holds out 24 of the 48 training images, leaving 24, fewer than one batch of 30: pass "
      r"--val-fraction 0.375 or less"),

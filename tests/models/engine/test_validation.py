@@ -27,11 +27,13 @@ from flowkit.models.engine.files import read_json, write_json
 from flowkit.models.engine.run_folder import RunFolder, RunMode
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.engine.validation import (
+    MAX_VALIDATIONS,
     MIN_VALIDATION_IMAGES,
     VALIDATION_KEY,
     SelectBy,
     Validator,
     best_record,
+    default_val_every,
     split_training,
 )
 from flowkit.models.errors import CheckpointError, ConfigError, NonFiniteLossError
@@ -294,9 +296,9 @@ def test_a_model_without_training_skips_validation(tmp_path: Path) -> None:
 
 def test_a_config_written_before_validation_loads_without_it(validated: RunConfig) -> None:
     old = validated.to_json()
-    del old["val_fraction"], old["select_by"]
+    del old["val_fraction"], old["select_by"], old["val_every"]
     config = RunConfig.from_json(old)
-    assert (config.val_fraction, config.select_by) == (0.0, "aupro_0.3")
+    assert (config.val_fraction, config.select_by, config.val_every) == (0.0, "aupro_0.3", 1)
     assert RunConfig.from_json(validated.to_json()) == validated
 
 
@@ -323,3 +325,40 @@ def test_a_failure_while_rank_0_scores_stops_every_process(tmp_path: Path) -> No
     assert result.returncode != 0
     assert "validation anomaly maps after epoch 1 are not finite" in result.stderr
     assert "rank 0 failed while scoring epoch 1" in result.stderr
+
+
+# ---------------------------------------------------------------- every k epochs
+
+
+@given(st.integers(1, 500), st.integers(1, 50))
+def test_scored_epochs_are_every_kth_and_the_last(epochs: int, every: int) -> None:
+    config = RunConfig("tiny", {}, DataSettings("synthetic", None, "nut", 32), epochs, 4, 0, {},
+                       val_every=every)
+    scored = [e for e in range(1, epochs + 1) if config.validates(e)]
+    assert scored == sorted({*range(every, epochs + 1, every), epochs})
+    default = dataclasses.replace(config, val_every=default_val_every(epochs))
+    scored = [e for e in range(1, epochs + 1) if default.validates(e)]
+    assert scored[-1] == epochs and len(scored) <= MAX_VALIDATIONS
+    assert default_val_every(epochs) == 1 or len(scored) > MAX_VALIDATIONS // 2  # not too few
+
+
+def test_val_every_scores_those_epochs_and_selects_among_them(validated: RunConfig,
+                                                               tmp_path: Path) -> None:
+    config = dataclasses.replace(validated, epochs=5, val_every=2)
+    run = _run(tmp_path, "run")
+    train(config, run, OPTIONS)
+    history = read_json(run.history)
+    assert [r["epoch"] for r in history if VALIDATION_KEY in r] == [2, 4, 5]
+    best = best_record(history, config.select_by)
+    scores = {r["epoch"]: r[VALIDATION_KEY][config.select_by] for r in history
+              if VALIDATION_KEY in r}
+    assert best["epoch"] == max(scores, key=lambda e: (scores[e], -e))
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == best["epoch"]
+    assert "after every 2 epochs and the last" in run.log.read_text()
+
+
+def test_val_every_below_one_is_refused(validated: RunConfig, tmp_path: Path) -> None:
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ConfigError, match="--val-every must be a whole number"):
+            train(dataclasses.replace(validated, val_every=bad), _run(tmp_path, f"r{bad}"),
+                  OPTIONS)
