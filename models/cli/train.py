@@ -24,6 +24,7 @@ from ..engine.seeds import (
     check_job_folder,
     check_same_settings,
     is_finished,
+    job_seeds,
     prepare_job_folder,
     seed_folder,
     seed_run_mode,
@@ -205,6 +206,15 @@ def _job_stopped(error: Interrupted, out: Path, seeds: list[int], done: list[int
     ))
 
 
+def _job_settings(out: Path, configs: dict[int, RunConfig]) -> RunConfig | None:
+    """The settings a resumed job starts a new seed with: those of a seed it continues, else
+    those of any run in ``out`` (the seeds asked for now may all be new); ``None``: no run."""
+    if configs:
+        return next(iter(configs.values()))
+    runs = (RunFolder(seed_folder(out, seed)) for seed in job_seeds(out))
+    return next((run.read_config() for run in runs if run.config.is_file()), None)
+
+
 def _train_seeds(args: argparse.Namespace, stop: StopSignals) -> int:
     """``--seeds``: one run per seed in ``OUT/seed-S``, in turn, then ``OUT/summary.json``.
 
@@ -237,7 +247,8 @@ def _train_seeds(args: argparse.Namespace, stop: StopSignals) -> int:
     # The seeds with a run first: a resumed job starts its other seeds with their settings.
     for seed in sorted(seeds, key=lambda s: modes[s] is not RunMode.RESUME):
         if job is RunMode.RESUME and modes[seed] is not RunMode.RESUME:
-            bases[seed] = dataclasses.replace(next(iter(configs.values())), seed=seed)
+            settings = _job_settings(out, configs)
+            bases[seed] = None if settings is None else dataclasses.replace(settings, seed=seed)
         existing, configs[seed], _, _ = _checked(_with_seed(args, seed), seed_folder(out, seed),
                                                  modes[seed], 1, device, bases[seed])
         if modes[seed] is RunMode.RESUME and is_finished(existing, configs[seed]):

@@ -8,6 +8,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import signal
 from pathlib import Path
 from typing import Any
@@ -194,6 +195,17 @@ def test_an_existing_job_is_refused_untouched_and_checked_whole_before_resuming(
     assert main(["train", *SMALL, "--seeds", "2", "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["seed-2", "summary.json"]
     assert _quality(out, 2) == _quality(finished, 2)
+
+
+def test_a_resumed_job_of_new_seeds_only_takes_the_settings_of_the_job_s_runs(
+    job: tuple[Path, str], tmp_path: Path
+) -> None:
+    finished, _ = job
+    out = tmp_path / "out"
+    out.mkdir()
+    shutil.copytree(finished / "seed-0", out / "seed-0")
+    assert main(["train", "--out", str(out), "--seeds", "1", "--resume", "--quiet"]) == 0
+    assert _quality(out, 1) == _quality(finished, 1)
 
 
 def test_torchrun_is_refused_and_flowkit_summary_does_it_seed_by_seed(
