@@ -18,13 +18,16 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch.utils.data import Subset
 
 from flowkit.models.base import register_model
 from flowkit.models.data import Split
+from flowkit.models.engine import validation
 from flowkit.models.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from flowkit.models.engine.config import DataSettings, RunConfig
 from flowkit.models.engine.files import read_json, write_json
 from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.thresholds import fit_thresholds
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.engine.validation import (
     MAX_VALIDATIONS,
@@ -160,6 +163,25 @@ def test_the_best_checkpoint_is_the_argmax_of_the_recorded_metric(validated: Run
     log = run.log.read_text()
     assert "validation: 5 of 48 training images held out" in log
     assert f"best on validation by aupro_0.3: epoch {best_epoch}" in log
+
+
+def test_each_checkpoint_gets_its_own_thresholds(validated: RunConfig, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation scores falling after epoch 1 make the best model differ from the final."""
+    falling = iter([0.9, 0.8, 0.7])
+    monkeypatch.setattr(validation, "aupro", lambda maps, masks, limit: next(falling))
+    run = _run(tmp_path, "run")
+    train(validated, run, OPTIONS)
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == 1
+    kept = Subset(validated.data.dataset(Split.TRAIN.value),
+                  split_training(48, validated.val_fraction, validated.batch_size).train)
+    fitted = {name: fit_thresholds(load_model(checkpoint), kept, validated.batch_size,
+                                   OPTIONS.device).to_json()
+              for name, checkpoint in (("best", run.best_checkpoint),
+                                       ("final", run.final_checkpoint))}
+    assert fitted["best"] != fitted["final"]
+    assert read_json(run.best_threshold) == fitted["best"]
+    assert read_json(run.threshold) == fitted["final"]
 
 
 def test_scoring_leaves_training_as_it_was(validated: RunConfig, tmp_path: Path,
