@@ -202,3 +202,10 @@ def test_a_checkpoint_saved_before_the_added_arguments_loads_and_scores_as_it_di
     defaults = tiny(feature_stride=16)
     for name, value in CSFlow.config_added.items():
         assert defaults.config[name] != value, name
+    # A checkpoint that stores them is rebuilt with its own values, not the added ones.
+    path = tmp_path / "new.pt"
+    save_checkpoint(path, defaults.eval(), None, epoch=1, step=1, run_config={})
+    loaded = load_model(path)
+    assert loaded.config == defaults.config
+    for got, want in zip(loaded.predict(images), defaults.predict(images), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
