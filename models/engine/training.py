@@ -442,7 +442,7 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             state = TrainingState(0, 0, [])
         validator = None if validation is None else Validator(
             plain, validation, config.select_by, run.best_checkpoint, config.to_json(),
-            config.batch_size, options.device, options.workers)
+            config.batch_size, options.device, options.workers, run.best_threshold)
         if optimizer is not None:
             loop = _Loop(config, run, options, model, optimizer, state, validator)
             if (validator is not None and state.history and state.epoch_steps == 0

@@ -190,6 +190,8 @@ class Validator:
         validation: the held-out images with and without pasted defects.
         select_by: the metric the best epoch maximizes.
         best_path: where the best epoch's fitted model is written (``checkpoints/best.pt``).
+        best_threshold: the thresholds of the best model (fitted after training): removed
+            when a new best model is written, so that they never go with another epoch's.
         run_config: the run's settings, stored in the checkpoint.
         batch_size: images per batch.
         device: where the model runs.
@@ -198,8 +200,10 @@ class Validator:
 
     def __init__(self, fit_images: Dataset[Item], validation: PastedAnomalies,
                  select_by: SelectBy | str, best_path: Path, run_config: dict[str, Any],
-                 batch_size: int, device: torch.device, workers: int = 0) -> None:
+                 batch_size: int, device: torch.device, workers: int = 0,
+                 best_threshold: Path | None = None) -> None:
         self.fit_images, self.validation = fit_images, validation
+        self.best_threshold = best_threshold
         self.select_by = SelectBy(select_by)
         self.best_path, self.run_config = best_path, run_config
         self.batch_size, self.device, self.workers = batch_size, device, workers
@@ -248,6 +252,8 @@ class Validator:
                            self.select_by)
         record["best"] = best is not None and best["epoch"] == epoch
         if record["best"]:
+            if self.best_threshold is not None:  # stale first: a crash leaves none
+                self.best_threshold.unlink(missing_ok=True)
             save_checkpoint(self.best_path, scorer, None, epoch, step, self.run_config)
         record["seconds"] = round(time.perf_counter() - started, 3)
         return record

@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 
 from flowkit.models.base import register_model
 from flowkit.models.data import Split
-from flowkit.models.engine import validation
+from flowkit.models.engine import training, validation
 from flowkit.models.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from flowkit.models.engine.config import DataSettings, RunConfig
 from flowkit.models.engine.files import read_json, write_json
@@ -253,6 +253,27 @@ def test_a_run_killed_before_its_epoch_was_scored_scores_it_on_resume(
     assert _metrics(killed) == _metrics(reference)
     torch.testing.assert_close(_state(killed.best_checkpoint),
                                _state(reference.best_checkpoint), rtol=0, atol=0)
+
+
+def test_a_new_best_checkpoint_removes_the_thresholds_of_the_old_one(
+    validated: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished run extended by an epoch that scores best, stopped before the end of
+    training: best.pt is the new epoch, and the old best's thresholds are not left with it."""
+    rising = iter([0.5, 0.6, 0.9])
+    monkeypatch.setattr(validation, "aupro", lambda maps, masks, limit: next(rising))
+    run = _run(tmp_path, "run")
+    train(dataclasses.replace(validated, epochs=2), run, OPTIONS)
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == 2 and run.best_threshold.is_file()
+
+    def killed(*args: Any) -> None:
+        raise RuntimeError("killed before the end of training")
+
+    monkeypatch.setattr(training, "_fit_and_save", killed)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(validated, RunFolder.prepare(run.root, RunMode.RESUME), OPTIONS, resume=True)
+    assert load_checkpoint(run.best_checkpoint)["epoch"] == 3
+    assert not run.best_threshold.exists()  # predict fits them for epoch 3, not epoch 2's
 
 
 def test_resume_refuses_a_best_checkpoint_of_another_epoch(validated: RunConfig,
