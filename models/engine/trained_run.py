@@ -25,6 +25,7 @@ from .config import RunConfig
 from .predict import ImageFiles
 from .run_folder import RunFolder, Trained
 from .thresholds import Thresholds, fit_thresholds, read_thresholds
+from .validation import fitted_images
 
 __all__ = ["RunPredictions", "TrainedRun", "load_run"]
 
@@ -136,7 +137,8 @@ def run_thresholds(folder: RunFolder, config: RunConfig, model: AnomalyModel,
     path = path or folder.threshold
     if path.is_file():
         return read_thresholds(path), False
-    training = config.data.dataset(Split.TRAIN.value)
+    training, _ = fitted_images(config.data.dataset(Split.TRAIN.value), config.model,
+                                config.val_fraction, config.batch_size)
     return fit_thresholds(model, training, batch_size, device, workers), True
 
 

@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..base import MODELS, AnomalyModel, build_model
+from ..base import AnomalyModel, build_model
 from ..data import Item, Split
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
@@ -45,7 +45,7 @@ from .validation import (
     Validator,
     best_record,
     fit_on,
-    split_training,
+    fitted_images,
 )
 
 __all__ = ["TrainOptions", "resume_command", "train"]
@@ -312,12 +312,9 @@ def _training_data(config: RunConfig) -> _Data:
             or config.val_every < 1:
         raise ConfigError(f"--val-every must be a whole number of epochs, 1 or more, got "
                           f"{config.val_every!r}")
-    split = split_training(len(plain), config.val_fraction, config.batch_size)
-    if not split.held_out or not MODELS[config.model].needs_training:
-        return _Data(TrainingImages(plain, config.seed, config.data.augment), plain, None)
-    kept = Subset(plain, split.train)
+    kept, held_out = fitted_images(plain, config.model, config.val_fraction, config.batch_size)
     return _Data(TrainingImages(kept, config.seed, config.data.augment), kept,
-                 PastedAnomalies(plain, split.held_out, VALIDATION_SEED))
+                 PastedAnomalies(plain, held_out, VALIDATION_SEED) if held_out else None)
 
 
 def _stopped(error: Interrupted, run: RunFolder) -> Interrupted:

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
-from ..base import AnomalyModel
+from ..base import MODELS, AnomalyModel
 from ..data import Choice, Item
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import ConfigError, NonFiniteLossError
@@ -56,6 +56,7 @@ __all__ = [
     "best_record",
     "default_val_every",
     "fit_on",
+    "fitted_images",
     "split_training",
 ]
 
@@ -151,6 +152,26 @@ def default_val_every(epochs: int) -> int:
         [1, 1, 2, 3]
     """
     return max(1, math.ceil(epochs / MAX_VALIDATIONS))
+
+
+def fitted_images(plain: Dataset[Item], model: str, fraction: float,
+                  batch_size: int) -> tuple[Dataset[Item], list[int]]:
+    """The training images ``fit_normal`` and the thresholds use, and those held out for
+    validation (none for a fraction of 0 or a model fitted without training).
+
+    Args:
+        plain: the training split, not augmented.
+        model: the registered model's name.
+        fraction: the run's ``val_fraction``.
+        batch_size: the training batch.
+
+    Raises:
+        ConfigError: as :func:`split_training`.
+    """
+    split = split_training(len(plain), fraction, batch_size)  # type: ignore[arg-type]
+    if not split.held_out or not MODELS[model].needs_training:
+        return plain, []
+    return Subset(plain, split.train), split.held_out
 
 
 def fit_on(model: AnomalyModel, images: Dataset[Item], batch_size: int, device: torch.device,

@@ -26,8 +26,9 @@ from flowkit.models.engine import training, validation
 from flowkit.models.engine.checkpoint import load_checkpoint, load_model, save_checkpoint
 from flowkit.models.engine.config import DataSettings, RunConfig
 from flowkit.models.engine.files import read_json, write_json
-from flowkit.models.engine.run_folder import RunFolder, RunMode
+from flowkit.models.engine.run_folder import RunFolder, RunMode, Trained
 from flowkit.models.engine.thresholds import fit_thresholds
+from flowkit.models.engine.trained_run import run_thresholds
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.engine.validation import (
     MAX_VALIDATIONS,
@@ -274,6 +275,22 @@ def test_a_new_best_checkpoint_removes_the_thresholds_of_the_old_one(
         train(validated, RunFolder.prepare(run.root, RunMode.RESUME), OPTIONS, resume=True)
     assert load_checkpoint(run.best_checkpoint)["epoch"] == 3
     assert not run.best_threshold.exists()  # predict fits them for epoch 3, not epoch 2's
+
+
+def test_thresholds_fitted_after_training_use_the_images_training_fitted_on(
+    validated: RunConfig, tmp_path: Path
+) -> None:
+    """A threshold file deleted (or never written) is fitted again as training fitted it: on
+    the training images less those held out for validation."""
+    run = _run(tmp_path, "run")
+    train(validated, run, OPTIONS)
+    for which in Trained:
+        checkpoint, thresholds, _ = run.trained(which)
+        written = read_json(thresholds)
+        thresholds.unlink()
+        fitted, now = run_thresholds(run, validated, load_model(checkpoint), OPTIONS.device,
+                                     validated.batch_size, path=thresholds)
+        assert now and fitted.to_json() == written
 
 
 def test_resume_refuses_a_best_checkpoint_of_another_epoch(validated: RunConfig,
