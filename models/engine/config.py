@@ -15,6 +15,7 @@ from typing import Any
 
 from torch.utils.data import Dataset
 
+from ..base import MODELS
 from ..data import Choice, FolderDataset, Item, PairTransform, SyntheticDataset, is_texture
 from ..errors import RunFolderError
 from ..metrics import DEFAULT_FPR_LIMIT
@@ -124,11 +125,18 @@ class RunConfig:
     def from_json(cls, data: dict[str, Any]) -> RunConfig:
         """The inverse of :meth:`to_json`.
 
+        A ``model_config`` written before the model gained a constructor argument gets the
+        value that reproduces it (:attr:`~flowkit.models.base.AnomalyModel.config_added`), as
+        its checkpoints do: resuming, comparing and rebuilding the run see what it trained.
+
         Raises:
             RunFolderError: missing or unknown fields.
         """
         try:
-            return cls(**{**data, "data": DataSettings(**data["data"])})
+            model = MODELS.get(data["model"])
+            added = model.config_added if model is not None else {}
+            return cls(**{**data, "data": DataSettings(**data["data"]),
+                          "model_config": {**added, **data["model_config"]}})
         except (TypeError, KeyError) as error:
             raise RunFolderError(
                 f"the run config does not match this flowkit version ({error}); "

@@ -180,6 +180,22 @@ def test_the_paper_preset_is_the_papers_settings() -> None:
     assert (preset["color_grid"], preset["standardize"]) == (0, False)
 
 
+def test_a_run_written_before_the_added_arguments_reads_and_resumes_with_them() -> None:
+    from flowkit.models.cli import build_parser
+    from flowkit.models.cli.settings import resolve_config
+    from flowkit.models.engine.config import DataSettings, RunConfig
+
+    config = {k: v for k, v in tiny(feature_cache=0).config.items()
+              if k not in CSFlow.config_added}  # what a config.json written before them holds
+    old = RunConfig("csflow", config, DataSettings("synthetic", None, "nut", 128), 1, 4, 0,
+                    {"lr": 1e-3})
+    read = RunConfig.from_json(old.to_json())
+    assert read.model_config == {**config, **CSFlow.config_added}
+    # --resume without flags continues it (it was refused: "the flags change color_grid ...")
+    args = build_parser().parse_args(["train", "--resume", "--out", "run"])
+    assert resolve_config(args, read).model_config == read.model_config
+
+
 def test_a_checkpoint_saved_before_the_added_arguments_loads_and_scores_as_it_did(
         tmp_path) -> None:
     from flowkit.models.engine.checkpoint import load_model, save_checkpoint
