@@ -207,7 +207,9 @@ class CSFlow(AnomalyModel):
             block barely sees a change of colour); 0: none.
         standardize: shift and scale each scale's features per channel by the mean and
             standard deviation of the first training batch, fixed afterwards (not in the
-            paper: Lite0's channels vary by ~7, the colour channels by ~0.1).
+            paper: Lite0's channels vary by ~7, the colour channels by ~0.1). Under torchrun,
+            as for ActNorm, rank 0's share of that batch sets them (copied to every process
+            after the first step).
         memory_saving: train with the reversible engine (activations rebuilt in backward:
             ~4/3 of plain autograd's time; off by default, where the maps are small).
         feature_cache: training images whose backbone features are kept in memory (0: none),
@@ -285,6 +287,8 @@ class CSFlow(AnomalyModel):
             self.register_buffer("feature_mean", torch.zeros(SCALES, channels))
             self.register_buffer("feature_std", torch.ones(SCALES, channels))
             self.register_buffer("standardized", torch.tensor(False))
+        # ``standardized`` read once, not on every step (a device sync); None: not read yet.
+        self._standardized_known: bool | None = None
         self._cache: OrderedDict[bytes, tuple[Tensor, ...]] = OrderedDict()
 
     def size_multiple(self) -> int:
@@ -342,15 +346,22 @@ class CSFlow(AnomalyModel):
         z, logdet = self.flow(features)
         return z, logdet
 
+    def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._standardized_known = None  # the loaded flag is read at the next forward
+
     def _standardized(self, features: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         """Each scale's features shifted and scaled per channel by the statistics of the first
         training batch (set then, fixed afterwards)."""
-        if self.training and not bool(self.standardized):
+        if self._standardized_known is None:
+            self._standardized_known = bool(self.standardized)
+        if self.training and not self._standardized_known:
             for k, f in enumerate(features):
                 self.feature_mean[k] = f.mean(dim=(0, 2, 3)).to(self.feature_mean.dtype)
                 self.feature_std[k] = f.std(dim=(0, 2, 3)).clamp_min(STD_FLOOR).to(
                     self.feature_std.dtype)
             self.standardized.fill_(True)
+            self._standardized_known = True
         return tuple(
             (f - self.feature_mean[k, :, None, None].to(f.dtype))
             / self.feature_std[k, :, None, None].to(f.dtype)

@@ -162,3 +162,9 @@ def test_standardization_is_set_by_the_first_training_batch_and_then_fixed(
     copy = tiny(standardize=True, color_grid=2).to(dtype)
     copy.load_state_dict(model.state_dict())
     torch.testing.assert_close(copy.eval().predict(first)[1], model.eval().predict(first)[1])
+    copy.train().loss(second)  # loaded as set: another batch does not set them again
+    assert torch.equal(copy.feature_mean, model.feature_mean)
+    # a state loaded as unset over a set model: the next training batch sets them
+    model.load_state_dict(tiny(standardize=True, color_grid=2).to(dtype).state_dict())
+    model.train().loss(second)
+    assert bool(model.standardized) and not torch.equal(model.feature_mean, stats[0])
