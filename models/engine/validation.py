@@ -64,7 +64,10 @@ DEFAULT_VAL_FRACTION = 0.1
 """The fraction of the training images ``flowkit train`` holds out unless told otherwise."""
 
 MIN_VALIDATION_IMAGES = 4
-"""Held-out images needed at least: each defect kind pasted once, and as many normal twins."""
+"""Held-out images needed at least: each obvious defect kind (scratch, stain, hole, patch)
+pasted once, and as many normal twins; the two low-contrast kinds come next in the rotation
+(:data:`~flowkit.models.data.pasted_anomalies.PASTED_DEFECTS`), so 6 images or more get every
+kind."""
 
 MAX_VALIDATIONS = 10
 """Validations per run by default: ``--val-every`` is ``ceil(epochs / 10)`` unless given, so a
