@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from flowkit.models.base import AnomalyModel, OptimizerSettings, register_model
 
-__all__ = ["TINY", "TINY_MODULE", "TinyAutoencoder"]
+__all__ = ["TINY", "TINY_MODULE", "TinyAutoencoder", "raise_in_loss_at"]
 
 TINY = "tiny"
 TINY_MODULE = __name__
@@ -76,3 +76,18 @@ class TinyAutoencoder(AnomalyModel):
 
     def anomaly_map(self, images: Tensor) -> Tensor:
         return self._errors(images) - self.offset
+
+
+def raise_in_loss_at(monkeypatch: Any, call: int, error: BaseException) -> None:
+    """Make the tiny model's ``loss`` raise ``error`` on its ``call``-th call (1-based), through
+    ``monkeypatch`` (a ``pytest.MonkeyPatch``, undone with it)."""
+    calls = {"count": 0}
+    original = TinyAutoencoder.loss
+
+    def loss(self: TinyAutoencoder, images: Tensor) -> Tensor:
+        calls["count"] += 1
+        if calls["count"] == call:
+            raise error
+        return original(self, images)
+
+    monkeypatch.setattr(TinyAutoencoder, "loss", loss)

@@ -21,7 +21,7 @@ from flowkit.models.engine.sampling import epoch_generator
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import ConfigError, NonFiniteLossError
 
-from ..tiny_model import TINY_MODULE, TinyAutoencoder
+from ..tiny_model import TINY_MODULE, TinyAutoencoder, raise_in_loss_at
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,20 +36,6 @@ def _run(tmp_path: Path, name: str, mode: RunMode = RunMode.NEW) -> RunFolder:
 
 def _final_state(run: RunFolder) -> dict[str, torch.Tensor]:
     return load_checkpoint(run.final_checkpoint)["model_state"]
-
-
-def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int, error: BaseException) -> None:
-    """Make the tiny model's ``loss`` raise ``error`` on its ``call``-th call (1-based)."""
-    calls = {"count": 0}
-    original = TinyAutoencoder.loss
-
-    def loss(self: TinyAutoencoder, images: torch.Tensor) -> torch.Tensor:
-        calls["count"] += 1
-        if calls["count"] == call:
-            raise error
-        return original(self, images)
-
-    monkeypatch.setattr(TinyAutoencoder, "loss", loss)
 
 
 def test_epoch_order_depends_on_seed_and_epoch_only() -> None:
@@ -84,7 +70,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
 
     interrupted = _run(tmp_path, "interrupted")
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, STEPS_PER_EPOCH + 5, KeyboardInterrupt())  # inside epoch 2
+        raise_in_loss_at(patch, STEPS_PER_EPOCH + 5, KeyboardInterrupt())  # inside epoch 2
         with pytest.raises(KeyboardInterrupt):
             train(config, interrupted, OPTIONS)
     assert load_checkpoint(interrupted.last_checkpoint)["epoch"] == 1

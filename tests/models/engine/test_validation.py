@@ -42,7 +42,7 @@ from flowkit.models.engine.validation import (
 )
 from flowkit.models.errors import CheckpointError, ConfigError, NonFiniteLossError
 
-from ..tiny_model import TinyAutoencoder
+from ..tiny_model import TinyAutoencoder, raise_in_loss_at
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -205,20 +205,6 @@ def test_scoring_leaves_training_as_it_was(validated: RunConfig, tmp_path: Path,
                                    _state(unscored.checkpoints / name), rtol=0, atol=0)
 
 
-def _interrupt_at(monkeypatch: pytest.MonkeyPatch, call: int) -> None:
-    """Make the tiny model's ``loss`` raise KeyboardInterrupt on its ``call``-th call."""
-    calls = {"count": 0}
-    original = TinyAutoencoder.loss
-
-    def loss(self: TinyAutoencoder, images: torch.Tensor) -> torch.Tensor:
-        calls["count"] += 1
-        if calls["count"] == call:
-            raise KeyboardInterrupt
-        return original(self, images)
-
-    monkeypatch.setattr(TinyAutoencoder, "loss", loss)
-
-
 @pytest.mark.parametrize("stop_step", [STEPS_PER_EPOCH + 4, 2 * STEPS_PER_EPOCH + 1])
 def test_resume_with_validation_equals_an_uninterrupted_run(
     validated: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_step: int
@@ -227,7 +213,7 @@ def test_resume_with_validation_equals_an_uninterrupted_run(
     train(validated, reference, OPTIONS)
     interrupted = _run(tmp_path, "interrupted")
     with monkeypatch.context() as patch:
-        _interrupt_at(patch, stop_step)
+        raise_in_loss_at(patch, stop_step, KeyboardInterrupt())
         with pytest.raises(KeyboardInterrupt):
             train(validated, interrupted, OPTIONS)
     train(validated, RunFolder.prepare(interrupted.root, RunMode.RESUME), OPTIONS, resume=True)
