@@ -408,3 +408,16 @@ def test_val_every_below_one_is_refused(validated: RunConfig, tmp_path: Path) ->
         with pytest.raises(ConfigError, match="--val-every must be a whole number"):
             train(dataclasses.replace(validated, val_every=bad), _run(tmp_path, f"r{bad}"),
                   OPTIONS)
+
+
+def test_a_resumed_run_scores_only_the_epochs_val_every_names(
+    validated: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = dataclasses.replace(validated, epochs=3, val_every=2)
+    stopped = _run(tmp_path, "stopped")
+    with monkeypatch.context() as patch:  # stopped at epoch 2's first step: epoch 1 unscored
+        raise_in_loss_at(patch, STEPS_PER_EPOCH + 1, KeyboardInterrupt())
+        with pytest.raises(KeyboardInterrupt):
+            train(config, stopped, OPTIONS)
+    train(config, RunFolder.prepare(stopped.root, RunMode.RESUME), OPTIONS, resume=True)
+    assert [r["epoch"] for r in read_json(stopped.history) if VALIDATION_KEY in r] == [2, 3]
