@@ -23,7 +23,14 @@ float32 rounding only; ``defaults`` keeps our defaults, so the difference is the
 of the deviations (models/pyramidflow/README.md); ``both`` runs one, then the other. ``control``
 needs no official code: our model with memory saving against itself with plain autograd, same
 weights and batches, which differ by float32 rounding only: how fast rounding differences grow
-in this training run, the yardstick for the ``parity`` run's differences.
+in this training run, the yardstick for the ``parity`` run's differences. ``official`` trains
+the official model alone (from our initialization at ``--seed``; half the time of a pair), for
+the official protocol's numbers beside a ``flowkit train`` run of ours: with ``--eval-every``
+the test set is scored every K steps and each metric's maximum kept.
+
+``--seed`` seeds the initial weights and the batch order; ``--data-seed`` the synthetic images
+(default: the data ``flowkit train`` uses, so that its runs and the harness's share the test
+set).
 
 Weight mapping (ours -> official; block ``i`` of ``model.flow.blocks`` is the official
 ``flow.nf.moduleslst[i]``: both build every stack in the same red-black block order)::
@@ -58,6 +65,8 @@ Run::
     python -m benchmarks.parity_official --official PATH/PyramidFlow --autoflow PATH/autoFlow \\
         [--steps 100] [--mode both] [--sync] [--category nut] [--eval-every 24] \\
         [--out parity.json]
+    python -m benchmarks.parity_official --official PATH/PyramidFlow --autoflow PATH/autoFlow \\
+        --mode official --steps 120 --eval-every 24 --seed S --out official-S.json
     python -m benchmarks.parity_official --mode control [--sync]   # no official code needed
 
 References:
@@ -87,6 +96,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from flowkit.models.data.synthetic import SyntheticDataset
+from flowkit.models.engine.config import SYNTHETIC_DATA_SEED
 from flowkit.models.metrics import aupro, image_auroc, pixel_auroc
 from flowkit.models.pyramidflow import PyramidFlow
 
@@ -94,15 +104,18 @@ from .common import print_table, write_json
 
 __all__ = [
     "OFFICIAL_SETTINGS",
+    "AloneReport",
     "OfficialSide",
     "OursSide",
     "ParityReport",
+    "curve_maxima",
     "from_official_state",
     "load_official",
     "main",
     "official_clamp_scale",
     "official_state",
     "plain_twin",
+    "run_alone",
     "run_parity",
     "synthetic_data",
 ]
@@ -398,6 +411,27 @@ class OfficialSide:
 # ------------------------------------------------------------------------------- the harness
 
 
+def curve_maxima(curve: Sequence[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """Each side's maximum of each metric over ``curve`` and its step (the earliest on a tie):
+    the official ``train.py``'s test-set selection, one metric at a time.
+
+    Args:
+        curve: ``[{"step": int, "metrics": {side: {metric: value}}}, ...]``.
+
+    Raises:
+        ValueError: an empty curve (a run without ``eval_every``).
+    """
+    if not curve:
+        raise ValueError("no evaluation curve: run the harness with eval_every (a step count)")
+    maxima: dict[str, dict[str, dict[str, float]]] = {}
+    for side, metrics in curve[0]["metrics"].items():
+        maxima[side] = {}
+        for metric in metrics:
+            best = max(curve, key=lambda point: (point["metrics"][side][metric], -point["step"]))
+            maxima[side][metric] = {"value": best["metrics"][side][metric], "step": best["step"]}
+    return maxima
+
+
 @dataclass
 class ParityReport:
     """Per-step losses of both sides, the final weight difference, the metrics of both."""
@@ -413,23 +447,8 @@ class ParityReport:
     curve: list[dict[str, Any]] = field(default_factory=list)
 
     def test_maxima(self) -> dict[str, dict[str, dict[str, float]]]:
-        """Each side's maximum of each metric over ``curve`` and its step (the earliest on a
-        tie): the official ``train.py``'s test-set selection, one metric at a time.
-
-        Raises:
-            ValueError: no curve (run without ``eval_every``).
-        """
-        if not self.curve:
-            raise ValueError("no evaluation curve: run the harness with eval_every (a step count)")
-        maxima: dict[str, dict[str, dict[str, float]]] = {}
-        for side, metrics in self.curve[0]["metrics"].items():
-            maxima[side] = {}
-            for metric in metrics:
-                best = max(self.curve, key=lambda point: (point["metrics"][side][metric],
-                                                          -point["step"]))
-                maxima[side][metric] = {"value": best["metrics"][side][metric],
-                                        "step": best["step"]}
-        return maxima
+        """Each side's maximum of each metric over ``curve`` (see :func:`curve_maxima`)."""
+        return curve_maxima(self.curve)
 
     def differences(self) -> list[float]:
         """``|loss_a - loss_b| / |loss_b|`` per step."""
@@ -494,6 +513,12 @@ def _evaluate(sides: Sequence[Any], train_images: Tensor, test_images: Tensor,
         metrics[side.name] = _metrics(side.anomaly_maps(train_images, test_images), test_masks)
         side.train(True)
     return metrics
+
+
+def _evaluates_after(step: int, eval_every: int | None, steps: int) -> bool:
+    """Whether the curve takes a point after ``step`` (0-based): every ``eval_every`` steps
+    and after the last."""
+    return eval_every is not None and ((step + 1) % eval_every == 0 or step + 1 == steps)
 
 
 def _copy_parameters(source: Any, target: Any) -> None:
@@ -561,7 +586,7 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
             log(f"step {step:4d}  {a.name} {losses[0]:.8g}  {b.name} {losses[1]:.8g}  "
                 f"rel diff {report.differences()[-1]:.3e}  grad rel diff "
                 f"{report.gradient_rel[-1]:.3e}")
-        if eval_every is not None and ((step + 1) % eval_every == 0 or step + 1 == len(batches)):
+        if _evaluates_after(step, eval_every, len(batches)):
             report.curve.append({"step": step + 1, "metrics": _evaluate(
                 (a, b), train_images, test_images, test_masks)})
             if log is not None:
@@ -577,6 +602,59 @@ def run_parity(a: Any, b: Any, mode: str, train_images: Tensor, test_images: Ten
             report.weight_max_rel, report.worst_tensor = rel, name
     report.metrics = (report.curve[-1]["metrics"] if report.curve
                       else _evaluate((a, b), train_images, test_images, test_masks))
+    return report
+
+
+@dataclass
+class AloneReport:
+    """One side trained alone: its loss per step, its training time, its metrics after the
+    last step and, with ``eval_every``, after every ``eval_every`` steps."""
+
+    mode: str
+    side: str
+    losses: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    metrics: dict[str, float] = field(default_factory=dict)
+    curve: list[dict[str, Any]] = field(default_factory=list)
+
+    def test_maxima(self) -> dict[str, dict[str, float]]:
+        """Each metric's maximum over ``curve`` and its step (see :func:`curve_maxima`)."""
+        return curve_maxima(self.curve)[self.side]
+
+
+def run_alone(side: Any, mode: str, train_images: Tensor, test_images: Tensor,
+              test_masks: Tensor, steps: int, batch_size: int, seed: int = 0,
+              log: Callable[[str], None] | None = None,
+              eval_every: int | None = None) -> AloneReport:
+    """Train one side on the batches :func:`run_parity` would feed it, evaluating as it does.
+
+    The official ``train.py``'s protocol without a second model beside it (half the time): the
+    official side's ``eval_every`` curve and ``test_maxima()`` are what that script reports.
+    Arguments as :func:`run_parity`'s; the losses and curve are those of side ``a`` of a
+    :func:`run_parity` run on the same arguments.
+
+    Raises:
+        ValueError: ``eval_every`` below 1.
+    """
+    if eval_every is not None and eval_every < 1:
+        raise ValueError(f"eval_every must be a positive step count or None, got {eval_every}")
+    report = AloneReport(mode, side.name)
+    side.train(True)
+    batches = batch_order(len(train_images), batch_size, steps, seed)
+    for step, index in enumerate(batches):
+        start = time.perf_counter()
+        report.losses.append(_train_step(side, train_images[index]))
+        report.seconds += time.perf_counter() - start
+        if log is not None:
+            log(f"step {step:4d}  {side.name} {report.losses[-1]:.8g}")
+        if _evaluates_after(step, eval_every, len(batches)):
+            report.curve.append({"step": step + 1, "metrics": _evaluate(
+                (side,), train_images, test_images, test_masks)})
+            if log is not None:
+                log(f"step {step + 1:4d}  evaluated: " + " ".join(
+                    f"{k} {v:.4f}" for k, v in report.curve[-1]["metrics"][side.name].items()))
+    report.metrics = (report.curve[-1]["metrics"] if report.curve else _evaluate(
+        (side,), train_images, test_images, test_masks))[side.name]
     return report
 
 
@@ -598,14 +676,39 @@ def plain_twin(model: PyramidFlow) -> OursSide:
     return OursSide(twin, name="ours-plain")
 
 
-def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
+def _run_official_alone(args: argparse.Namespace, code: types.SimpleNamespace,
+                        data: tuple[Tensor, Tensor, Tensor]) -> AloneReport:
+    """``--mode official``: the official model alone, from our initialization at ``--seed``."""
+    ours = build_ours("defaults", 0.0, args.seed, image_size=args.image_size,
+                      volume_norm=args.volume_norm)
+    official = OfficialSide(code, ours, OFFICIAL_SETTINGS["batch_size"])
+    print(f"== mode official: the official model alone, initialized as ours {ours.config}")
+    report = run_alone(official, "official", *data, args.steps, OFFICIAL_SETTINGS["batch_size"],
+                       args.seed, log=None if args.quiet else print, eval_every=args.eval_every)
+    row = {"mode": report.mode, "steps": len(report.losses),
+           **{f"last {k}": f"{v:.4f}" for k, v in report.metrics.items()},
+           "s/step": f"{report.seconds / len(report.losses):.2f}"}
+    if report.curve:
+        row.update({f"max {k} (step)": f"{m['value']:.4f} ({m['step']})"
+                    for k, m in report.test_maxima().items()})
+    print_table([row], list(row))
+    if args.out:
+        write_json(args.out, [{**asdict(report), "seed": args.seed, "data_seed": args.data_seed,
+                               "category": args.category, "image_size": args.image_size,
+                               "test_maxima": report.test_maxima() if report.curve else None}])
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> list[ParityReport] | list[AloneReport]:
     """The command line; prints the per-step table and the summaries."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--official", help="checkout of gasharper/PyramidFlow")
     parser.add_argument("--autoflow", help="checkout of gasharper/autoFlow")
     parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--mode", choices=["parity", "defaults", "both", "control"],
-                        default="both")
+    parser.add_argument("--mode", choices=["parity", "defaults", "both", "control", "official"],
+                        default="both",
+                        help="official: the official model alone (no second model), as its "
+                             "train.py trains and, with --eval-every, selects")
     parser.add_argument("--category", default="nut", help="synthetic category")
     parser.add_argument("--num-train", type=int, default=48)
     parser.add_argument("--image-size", type=int, default=OFFICIAL_SETTINGS["image_size"])
@@ -613,7 +716,10 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
                         default=OFFICIAL_SETTINGS["volume_norm"])
     parser.add_argument("--clamp-scale", type=float, default=None,
                         help="the official soft-clamp constant (default: read from its source)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="of the initial weights and the batch order")
+    parser.add_argument("--data-seed", type=int, default=SYNTHETIC_DATA_SEED,
+                        help="of the synthetic images (default: the data flowkit train uses)")
     parser.add_argument("--sync", action="store_true",
                         help="reset the second model's weights to ours before every step")
     parser.add_argument("--eval-every", type=int, default=None, metavar="K",
@@ -629,10 +735,13 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
         parser.error(f"--eval-every must be at least 1 (steps), got {args.eval_every}")
     if args.mode != "control" and not (args.official and args.autoflow):
         parser.error(f"--mode {args.mode} needs --official and --autoflow (checkouts)")
+    if args.mode == "official" and args.sync:
+        parser.error("--sync needs two models; --mode official trains one")
     code = load_official(args.official, args.autoflow) if args.mode != "control" else None
+    data = synthetic_data(args.category, args.image_size, args.num_train, args.data_seed)
+    if args.mode == "official":
+        return [_run_official_alone(args, code, data)]
     clamp_scale = args.clamp_scale or (official_clamp_scale(code.model) if code else 0.0)
-    train_images, test_images, test_masks = synthetic_data(
-        args.category, args.image_size, args.num_train, args.seed)
     modes = ["parity", "defaults"] if args.mode == "both" else [args.mode]
     reports = []
     for mode in modes:
@@ -642,8 +751,8 @@ def main(argv: Sequence[str] | None = None) -> list[ParityReport]:
         other = plain_twin(ours) if code is None else OfficialSide(
             code, ours, OFFICIAL_SETTINGS["batch_size"])
         print(f"== mode {mode}: ours {ours.config}")
-        report = run_parity(OursSide(ours), other, mode_label, train_images, test_images,
-                            test_masks, args.steps, OFFICIAL_SETTINGS["batch_size"], args.seed,
+        report = run_parity(OursSide(ours), other, mode_label, *data, args.steps,
+                            OFFICIAL_SETTINGS["batch_size"], args.seed,
                             log=None if args.quiet else print, sync=args.sync,
                             eval_every=args.eval_every)
         reports.append(report)

@@ -23,6 +23,7 @@ from benchmarks.parity_official import (
     OursSide,
     ParityReport,
     build_ours,
+    curve_maxima,
     from_official_state,
     load_mapped,
     load_official,
@@ -30,6 +31,7 @@ from benchmarks.parity_official import (
     official_clamp_scale,
     official_state,
     plain_twin,
+    run_alone,
     run_parity,
     synthetic_data,
 )
@@ -172,6 +174,58 @@ def test_test_maxima_take_each_metric_at_its_own_best_step() -> None:
     }
     with pytest.raises(ValueError, match="eval_every"):
         ParityReport("m").test_maxima()
+
+
+@settings(max_examples=3, deadline=None)
+@given(seed=fst.seeds(), steps=st.integers(2, 5), eval_every=st.integers(1, 3))
+def test_a_side_trained_alone_follows_its_trajectory_in_a_pair(seed, steps, eval_every) -> None:
+    """``run_alone`` (``--mode official``'s loop) feeds a side the batches ``run_parity`` feeds
+    it and evaluates it at the same steps: its losses and curve are side ``a``'s, bit for bit."""
+    train, test, masks = synthetic_data("nut", 32, num_train=6, seed=seed % 3)
+
+    def side():
+        return OursSide(perturb_parameters_(_small(seed), scale=0.2, seed=seed))
+
+    pair = run_parity(side(), plain_twin(_small(seed)), "pair", train, test, masks,
+                      steps=steps, batch_size=2, seed=seed, eval_every=eval_every)
+    alone = run_alone(side(), "alone", train, test, masks, steps=steps, batch_size=2,
+                      seed=seed, eval_every=eval_every)
+    assert alone.losses == [ours for ours, _ in pair.losses]
+    assert alone.curve == [{"step": point["step"], "metrics": {"ours": point["metrics"]["ours"]}}
+                           for point in pair.curve]
+    assert alone.metrics == pair.metrics["ours"]
+    assert alone.test_maxima() == curve_maxima(pair.curve)["ours"] == pair.test_maxima()["ours"]
+    with pytest.raises(ValueError, match="eval_every"):
+        run_alone(side(), "alone", train, test, masks, steps=1, batch_size=2, eval_every=0)
+
+
+def test_official_mode_needs_a_checkout_and_trains_one_model() -> None:
+    for argv in (["--mode", "official"],
+                 ["--mode", "official", "--official", "x", "--autoflow", "y", "--sync"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+
+
+def test_the_harness_data_is_flowkit_trains_by_default(monkeypatch) -> None:
+    """Without ``--data-seed`` the harness scores the test images ``flowkit train`` scores, so
+    that an official run and one of ours share their test set; ``--seed`` leaves them alone."""
+    import benchmarks.parity_official as harness
+    from flowkit.models.engine.config import DataSettings
+
+    seeds = []
+
+    def record(category, size, num_train, seed):
+        seeds.append(seed)
+        raise KeyboardInterrupt  # stop before anything trains
+
+    monkeypatch.setattr(harness, "synthetic_data", record)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--mode", "control", "--seed", "7"])
+    test = DataSettings("synthetic", None, "nut", 32).dataset("test")
+    monkeypatch.undo()
+    _, images, masks = synthetic_data("nut", 32, num_train=4, seed=seeds[0])
+    assert torch.equal(images, torch.stack([test[i].image for i in range(len(test))]))
+    assert torch.equal(masks, torch.stack([test[i].mask for i in range(len(test))]))
 
 
 def test_eval_every_below_one_is_refused() -> None:
