@@ -108,6 +108,7 @@ __all__ = [
     "OfficialSide",
     "OursSide",
     "ParityReport",
+    "alone_record",
     "curve_maxima",
     "from_official_state",
     "load_official",
@@ -622,6 +623,14 @@ class AloneReport:
         return curve_maxima(self.curve)[self.side]
 
 
+def alone_record(report: AloneReport, **run: Any) -> dict[str, Any]:
+    """The JSON record of a run alone (``--out``; ``benchmarks.official_comparison`` reads
+    it): the report, its ``test_maxima`` (``None`` without a curve) and ``run``'s fields
+    (``seed``, ``data_seed``, ``category``, ``image_size``)."""
+    return {**asdict(report), **run,
+            "test_maxima": report.test_maxima() if report.curve else None}
+
+
 def run_alone(side: Any, mode: str, train_images: Tensor, test_images: Tensor,
               test_masks: Tensor, steps: int, batch_size: int, seed: int = 0,
               log: Callable[[str], None] | None = None,
@@ -693,9 +702,8 @@ def _run_official_alone(args: argparse.Namespace, code: types.SimpleNamespace,
                     for k, m in report.test_maxima().items()})
     print_table([row], list(row))
     if args.out:
-        write_json(args.out, [{**asdict(report), "seed": args.seed, "data_seed": args.data_seed,
-                               "category": args.category, "image_size": args.image_size,
-                               "test_maxima": report.test_maxima() if report.curve else None}])
+        write_json(args.out, [alone_record(report, seed=args.seed, data_seed=args.data_seed,
+                                           category=args.category, image_size=args.image_size)])
     return report
 
 

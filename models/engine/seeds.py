@@ -41,6 +41,7 @@ __all__ = [
     "flatten_numbers",
     "is_finished",
     "job_seeds",
+    "mean_std",
     "metric_statistics",
     "prepare_job_folder",
     "seed_folder",
@@ -223,7 +224,7 @@ def flatten_numbers(record: Mapping[str, Any], prefix: str = "") -> dict[str, fl
     return numbers
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
     """The mean and the sample standard deviation (``None`` for one value), in float64 with
     a two-pass sum (no cancellation for values far from zero)."""
     mean = math.fsum(values) / len(values)
@@ -263,7 +264,7 @@ def metric_statistics(records: Mapping[int, Mapping[str, Any]]) -> dict[str, dic
                 "flowkit (flowkit eval seed-S), or train them again"
             )
         values = {seed: flat[seed][key] for seed in flat}
-        mean, std = _mean_std(list(values.values()))
+        mean, std = mean_std(list(values.values()))
         statistics[key] = {"values": values, "mean": mean, "std": std, "n": len(values)}
     return statistics
 

@@ -1,0 +1,166 @@
+"""Our PyramidFlow against the official code over seeds: the table of issue 14's comparison.
+
+    python -m benchmarks.official_comparison --ours OUT [OUT ...] --official JSON [JSON ...]
+
+``--ours``: job folders of ``flowkit train --model pyramidflow --seeds S ... --out OUT`` (their
+``summary.json``), one per category. ``--official``: the files of
+``python -m benchmarks.parity_official --mode official --eval-every K --out JSON``, one per
+category and seed. Four rows per category, each the mean ± sample std (ddof=1) over its seeds:
+
+- ours, final model: after the last epoch (``metrics.json``'s top level);
+- ours, best on validation: the epoch the held-out training images with pasted defects chose
+  (``best/...``); the test set chose nothing;
+- official, last epoch: the official model after its last step;
+- official, test-selected maximum: each metric's maximum over the test-set evaluations, each
+  possibly at another epoch (what the official ``train.py`` reports).
+
+Then the same rows averaged over the categories: each seed's mean over the categories, then the
+mean ± std of those over the seeds (the seeds must be the same in every category of a row).
+Both sides must have been run at one image size on the same categories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from flowkit.models.engine.config import RunConfig
+from flowkit.models.engine.seeds import mean_std
+
+from .common import print_table
+
+__all__ = ["METRICS", "ROWS", "comparison", "main", "official_runs", "our_runs"]
+
+METRICS = ("image_auroc", "pixel_auroc", "aupro_0.3")
+"""The metrics compared (keys of ``metrics.json``)."""
+
+ROWS = ("ours, final model", "ours, best on validation", "official, last epoch",
+        "official, test-selected maximum")
+"""The rows of each category, in the order printed."""
+
+Runs = dict[str, dict[str, dict[int, dict[str, float]]]]
+"""``{category: {row: {seed: {metric: value}}}}``."""
+
+
+def our_runs(job: str | Path) -> tuple[int, Runs]:
+    """The image size and the two rows of ours of one ``flowkit train --seeds`` job folder.
+
+    Raises:
+        ValueError: no ``summary.json`` (the job is unfinished or not a ``--seeds`` job).
+    """
+    summary_path = Path(job) / "summary.json"
+    if not summary_path.is_file():
+        raise ValueError(f"{summary_path} is missing: finish the job (flowkit train --seeds ... "
+                         f"--out {job} --resume) or summarize it (flowkit summary {job})")
+    summary = json.loads(summary_path.read_text())
+    first = Path(job) / summary["runs"][str(summary["seeds"][0])]["folder"]
+    config = RunConfig.from_json(json.loads((first / "config.json").read_text()))
+    metrics = summary["metrics"]
+    rows = {row: {seed: {m: metrics[prefix + m]["values"][str(seed)] for m in METRICS}
+                  for seed in summary["seeds"]}
+            for row, prefix in ((ROWS[0], ""), (ROWS[1], "best/"))}
+    return config.data.image_size, {config.data.category: rows}
+
+
+def official_runs(paths: Sequence[str | Path]) -> tuple[int, Runs]:
+    """The image size and the two official rows of ``--mode official`` result files.
+
+    Raises:
+        ValueError: a file of another mode, without an evaluation curve, of another image
+            size than the rest, or two files of one category and seed.
+    """
+    runs: Runs = {}
+    sizes = set()
+    for path in paths:
+        record = json.loads(Path(path).read_text())["rows"][0]
+        if record.get("mode") != "official" or not record.get("test_maxima"):
+            raise ValueError(f"{path} is no --mode official run with --eval-every: rerun it as "
+                             "python -m benchmarks.parity_official --mode official --eval-every K")
+        sizes.add(record["image_size"])
+        rows = runs.setdefault(record["category"], {ROWS[2]: {}, ROWS[3]: {}})
+        seed = record["seed"]
+        if seed in rows[ROWS[2]]:
+            raise ValueError(f"{path}: a second file of {record['category']} seed {seed}")
+        rows[ROWS[2]][seed] = {m: record["metrics"][m] for m in METRICS}
+        rows[ROWS[3]][seed] = {m: record["test_maxima"][m]["value"] for m in METRICS}
+    if len(sizes) > 1:
+        raise ValueError(f"the official runs have several image sizes {sorted(sizes)}")
+    return sizes.pop() if sizes else 0, runs
+
+
+def comparison(runs: Runs) -> dict[str, dict[str, dict[str, tuple[float, float | None]]]]:
+    """``{category or "mean over categories": {row: {metric: (mean, std)}}}`` over seeds
+    (``std`` ``None`` for one seed).
+
+    Raises:
+        ValueError: a category without all four rows, or seeds that differ between the
+            categories of a row (their mean over categories is then undefined).
+    """
+    table: dict[str, dict[str, dict[str, tuple[float, float | None]]]] = {}
+    for category, rows in sorted(runs.items()):
+        missing = [row for row in ROWS if row not in rows]
+        if missing:
+            raise ValueError(f"{category} has no {', '.join(missing)}: give both sides' runs")
+        table[category] = {row: {m: mean_std([seeds[s][m] for s in sorted(seeds)])
+                                 for m in METRICS} for row, seeds in
+                           ((row, rows[row]) for row in ROWS)}
+    table["mean over categories"] = {}
+    for row in ROWS:
+        seed_sets = {category: sorted(rows[row]) for category, rows in runs.items()}
+        seeds = next(iter(seed_sets.values()))
+        if any(other != seeds for other in seed_sets.values()):
+            raise ValueError(f"{row}: the categories have different seeds {seed_sets}")
+        table["mean over categories"][row] = {m: mean_std(
+            [math.fsum(rows[row][s][m] for rows in runs.values()) / len(runs) for s in seeds])
+            for m in METRICS}
+    return table
+
+
+def _cell(statistics: tuple[float, float | None]) -> str:
+    mean, std = statistics
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """The command line: prints the Markdown table and returns it."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--ours", nargs="+", required=True, metavar="OUT",
+                        help="flowkit train --seeds job folders, one per category")
+    parser.add_argument("--official", nargs="+", required=True, metavar="JSON",
+                        help="parity_official --mode official --out files")
+    args = parser.parse_args(argv)
+    runs: Runs = {}
+    sizes = {}
+    for job in args.ours:
+        size, ours = our_runs(job)
+        sizes[job] = size
+        for category, rows in ours.items():
+            if category in runs:
+                raise SystemExit(f"error: two --ours jobs of {category}")
+            runs[category] = rows
+    official_size, official = official_runs(args.official)
+    if set(sizes.values()) != {official_size}:
+        raise SystemExit(f"error: the runs differ in image size: ours {sizes}, official "
+                         f"{official_size}; compare runs at one size")
+    for category, rows in official.items():
+        runs.setdefault(category, {}).update(rows)
+    try:
+        table = comparison(runs)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from error
+    print_table([{"category": category, "row": row,
+                  **{metric: _cell(cells[metric]) for metric in METRICS}}
+                 for category, rows in table.items() for row, cells in rows.items()],
+                ["category", "row", *METRICS])
+    mean = table["mean over categories"]
+    print(f"{ROWS[1]} minus {ROWS[3]}, mean over categories: " + ", ".join(
+        f"{m} {mean[ROWS[1]][m][0] - mean[ROWS[3]][m][0]:+.3f}" for m in METRICS))
+    return table
+
+
+if __name__ == "__main__":
+    main()
