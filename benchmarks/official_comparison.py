@@ -50,7 +50,8 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
     """The image size and the two rows of ours of one ``flowkit train --seeds`` job folder.
 
     Raises:
-        ValueError: no ``summary.json`` (the job is unfinished or not a ``--seeds`` job).
+        ValueError: no ``summary.json`` (the job is unfinished or not a ``--seeds`` job), a
+            job of another model, or one trained without a validation split.
     """
     summary_path = Path(job) / "summary.json"
     if not summary_path.is_file():
@@ -59,7 +60,12 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
     summary = json.loads(summary_path.read_text())
     first = Path(job) / summary["runs"][str(summary["seeds"][0])]["folder"]
     config = RunConfig.from_json(json.loads((first / "config.json").read_text()))
+    if config.model != "pyramidflow":
+        raise ValueError(f"{job} is a job of {config.model!r}; the official code is PyramidFlow")
     metrics = summary["metrics"]
+    if "best/aupro_0.3" not in metrics:
+        raise ValueError(f"{job} was trained without a validation split (--val-fraction 0): "
+                         "it has no best-on-validation model; train it with --val-fraction")
     rows = {row: {seed: {m: metrics[prefix + m]["values"][str(seed)] for m in METRICS}
                   for seed in summary["seeds"]}
             for row, prefix in ((ROWS[0], ""), (ROWS[1], "best/"))}
@@ -120,6 +126,25 @@ def comparison(runs: Runs) -> dict[str, dict[str, dict[str, tuple[float, float |
     return table
 
 
+def _read(jobs: Sequence[str], files: Sequence[str]) -> Runs:
+    """Both sides' runs, checked to be of one image size and one job per category."""
+    runs: Runs = {}
+    sizes = {}
+    for job in jobs:
+        sizes[job], ours = our_runs(job)
+        for category, rows in ours.items():
+            if category in runs:
+                raise ValueError(f"two --ours jobs of {category}")
+            runs[category] = rows
+    official_size, official = official_runs(files)
+    if set(sizes.values()) != {official_size}:
+        raise ValueError(f"the runs differ in image size: ours {sizes}, official "
+                         f"{official_size}; compare runs at one size")
+    for category, rows in official.items():
+        runs.setdefault(category, {}).update(rows)
+    return runs
+
+
 def _cell(statistics: tuple[float, float | None]) -> str:
     mean, std = statistics
     return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
@@ -133,23 +158,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--official", nargs="+", required=True, metavar="JSON",
                         help="parity_official --mode official --out files")
     args = parser.parse_args(argv)
-    runs: Runs = {}
-    sizes = {}
-    for job in args.ours:
-        size, ours = our_runs(job)
-        sizes[job] = size
-        for category, rows in ours.items():
-            if category in runs:
-                raise SystemExit(f"error: two --ours jobs of {category}")
-            runs[category] = rows
-    official_size, official = official_runs(args.official)
-    if set(sizes.values()) != {official_size}:
-        raise SystemExit(f"error: the runs differ in image size: ours {sizes}, official "
-                         f"{official_size}; compare runs at one size")
-    for category, rows in official.items():
-        runs.setdefault(category, {}).update(rows)
     try:
-        table = comparison(runs)
+        table = comparison(_read(args.ours, args.official))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     print_table([{"category": category, "row": row,

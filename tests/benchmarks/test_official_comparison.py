@@ -22,7 +22,9 @@ from benchmarks.parity_official import OursSide, alone_record, run_alone, synthe
 from flowkit.models.cli import main as flowkit_main
 from flowkit.models.pyramidflow import PyramidFlow
 from tests.models.threads import one_thread
-from tests.models.tiny_model import TINY
+
+SMALL = ["--category", "nut", "--image-size", "32", "--channels", "4", "--levels", "3",
+         "--num-stack", "1", "--kernel-size", "3"]
 
 
 def _runs(values: np.ndarray, categories: list[str], seeds: list[int]):
@@ -73,15 +75,14 @@ def test_mismatched_runs_are_refused() -> None:
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path], dict]:
-    """A finished ``flowkit train --seeds 0 1`` job (the tiny model, with validation) and two
+    """A finished ``flowkit train --seeds 0 1`` job (a small PyramidFlow, with validation) and two
     official-format files of the same category and size (our model trained alone, recorded as
     ``--mode official`` records)."""
     folder = tmp_path_factory.mktemp("comparison")
     out = folder / "ours"
     with one_thread(), contextlib.redirect_stdout(io.StringIO()):
-        assert flowkit_main(["train", "--model", TINY, "--category", "nut", "--image-size", "32",
-                             "--epochs", "5", "--seeds", "0", "1", "--out", str(out),
-                             "--quiet"]) == 0
+        assert flowkit_main(["train", "--model", "pyramidflow", *SMALL, "--epochs", "3",
+                             "--seeds", "0", "1", "--out", str(out), "--quiet"]) == 0
     train, test, masks = synthetic_data("nut", 32, num_train=6)
     paths, reports = [], {}
     for seed in (0, 1):
@@ -139,9 +140,22 @@ def test_files_that_do_not_match_are_refused(files, tmp_path, capsys) -> None:
             main(["--ours", str(out), "--official", str(changed), str(paths[1])]
                  if "image_size" not in change else
                  ["--ours", str(out), "--official", str(changed)])
+    for flag, message in (("--val-fraction", "without a validation split"),
+                          ("--model", "a job of 'baseline'")):
+        job = tmp_path / flag
+        argv = ["--model", "baseline", "--category", "nut", "--image-size", "32"] \
+            if flag == "--model" else ["--model", "pyramidflow", *SMALL, "--epochs", "1",
+                                       "--val-fraction", "0"]
+        with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+            assert flowkit_main(["train", *argv, "--seeds", "0", "--out", str(job),
+                                 "--quiet"]) == 0
+        with pytest.raises(SystemExit, match=message):
+            main(["--ours", str(job), "--official", str(paths[0])])
     parity = tmp_path / "parity.json"
     write_json(parity, [{**record, "mode": "defaults"}])
     with pytest.raises(ValueError, match="no --mode official run"):
         official_runs([parity])
-    with pytest.raises(ValueError, match="summary.json is missing"):
+    with pytest.raises(SystemExit, match="summary.json is missing"):
         main(["--ours", str(tmp_path), "--official", str(paths[0])])
+    with pytest.raises(SystemExit, match="two --ours jobs of nut"):
+        main(["--ours", str(out), str(out), "--official", str(paths[0])])
