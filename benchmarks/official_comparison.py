@@ -1,6 +1,7 @@
 """Our PyramidFlow against the official code over seeds: the table of issue 14's comparison.
 
-    python -m benchmarks.official_comparison --ours OUT [OUT ...] --official JSON [JSON ...]
+    python -m benchmarks.official_comparison --ours OUT [OUT ...] --official JSON [JSON ...] \
+        [--official-up-to STEP]
 
 ``--ours``: job folders of ``flowkit train --model pyramidflow --seeds S ... --out OUT`` (their
 ``summary.json``), one per category. ``--official``: the files of
@@ -16,7 +17,10 @@ category and seed. Four rows per category, each the mean ± sample std (ddof=1) 
 
 Then the same rows averaged over the categories: each seed's mean over the categories, then the
 mean ± std of those over the seeds (the seeds must be the same in every category of a row).
-Both sides must have been run at one image size on the same categories.
+Both sides must have been run at one image size on the same categories. ``--official-up-to
+STEP`` keeps only the official evaluations at or before ``STEP`` (its "last epoch" is then the
+last of them): the official code at no more optimizer steps than ours took, when our
+validation split left fewer training images per epoch.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from flowkit.models.engine.config import RunConfig
 from flowkit.models.engine.seeds import mean_std
 
 from .common import print_table
+from .parity_official import curve_maxima
 
 __all__ = ["METRICS", "ROWS", "comparison", "main", "official_runs", "our_runs"]
 
@@ -41,6 +46,9 @@ METRICS = ("image_auroc", "pixel_auroc", "aupro_0.3")
 ROWS = ("ours, final model", "ours, best on validation", "official, last epoch",
         "official, test-selected maximum")
 """The rows of each category, in the order printed."""
+
+OFFICIAL = "official"
+"""The side's name in a ``--mode official`` file."""
 
 Runs = dict[str, dict[str, dict[int, dict[str, float]]]]
 """``{category: {row: {seed: {metric: value}}}}``."""
@@ -72,27 +80,38 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
     return config.data.image_size, {config.data.category: rows}
 
 
-def official_runs(paths: Sequence[str | Path]) -> tuple[int, Runs]:
+def official_runs(paths: Sequence[str | Path], up_to: int | None = None) -> tuple[int, Runs]:
     """The image size and the two official rows of ``--mode official`` result files.
 
+    Args:
+        paths: the files.
+        up_to: only the evaluations at or before this step count (the last of them is the
+            "last epoch" row); ``None``: all of them.
+
     Raises:
-        ValueError: a file of another mode, without an evaluation curve, of another image
-            size than the rest, or two files of one category and seed.
+        ValueError: a file of another mode, without an evaluation curve or without one at or
+            before ``up_to``, of another image size than the rest, or two files of one
+            category and seed.
     """
     runs: Runs = {}
     sizes = set()
     for path in paths:
         record = json.loads(Path(path).read_text())["rows"][0]
-        if record.get("mode") != "official" or not record.get("test_maxima"):
+        if record.get("mode") != "official" or not record.get("curve"):
             raise ValueError(f"{path} is no --mode official run with --eval-every: rerun it as "
                              "python -m benchmarks.parity_official --mode official --eval-every K")
+        curve = [point for point in record["curve"] if up_to is None or point["step"] <= up_to]
+        if not curve:
+            raise ValueError(f"{path} has no evaluation at or before step {up_to} (the first is "
+                             f"at step {record['curve'][0]['step']}): raise --official-up-to")
         sizes.add(record["image_size"])
         rows = runs.setdefault(record["category"], {ROWS[2]: {}, ROWS[3]: {}})
         seed = record["seed"]
         if seed in rows[ROWS[2]]:
             raise ValueError(f"{path}: a second file of {record['category']} seed {seed}")
-        rows[ROWS[2]][seed] = {m: record["metrics"][m] for m in METRICS}
-        rows[ROWS[3]][seed] = {m: record["test_maxima"][m]["value"] for m in METRICS}
+        maxima = curve_maxima(curve)[OFFICIAL]
+        rows[ROWS[2]][seed] = {m: curve[-1]["metrics"][OFFICIAL][m] for m in METRICS}
+        rows[ROWS[3]][seed] = {m: maxima[m]["value"] for m in METRICS}
     if len(sizes) > 1:
         raise ValueError(f"the official runs have several image sizes {sorted(sizes)}")
     return sizes.pop() if sizes else 0, runs
@@ -126,7 +145,7 @@ def comparison(runs: Runs) -> dict[str, dict[str, dict[str, tuple[float, float |
     return table
 
 
-def _read(jobs: Sequence[str], files: Sequence[str]) -> Runs:
+def _read(jobs: Sequence[str], files: Sequence[str], up_to: int | None) -> Runs:
     """Both sides' runs, checked to be of one image size and one job per category."""
     runs: Runs = {}
     sizes = {}
@@ -136,7 +155,7 @@ def _read(jobs: Sequence[str], files: Sequence[str]) -> Runs:
             if category in runs:
                 raise ValueError(f"two --ours jobs of {category}")
             runs[category] = rows
-    official_size, official = official_runs(files)
+    official_size, official = official_runs(files, up_to)
     if set(sizes.values()) != {official_size}:
         raise ValueError(f"the runs differ in image size: ours {sizes}, official "
                          f"{official_size}; compare runs at one size")
@@ -157,9 +176,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                         help="flowkit train --seeds job folders, one per category")
     parser.add_argument("--official", nargs="+", required=True, metavar="JSON",
                         help="parity_official --mode official --out files")
+    parser.add_argument("--official-up-to", type=int, metavar="STEP",
+                        help="the official rows from the evaluations at or before this step "
+                             "only (e.g. to match our step count)")
     args = parser.parse_args(argv)
     try:
-        table = comparison(_read(args.ours, args.official))
+        table = comparison(_read(args.ours, args.official, args.official_up_to))
     except ValueError as error:
         raise SystemExit(f"error: {error}") from error
     print_table([{"category": category, "row": row,

@@ -127,6 +127,18 @@ def test_the_table_reads_each_row_from_its_runs(files, capsys) -> None:
                 table["nut"][row][metric], rel=1e-12)
 
 
+def test_official_up_to_keeps_the_evaluations_before_the_step(files) -> None:
+    _, paths, reports = files
+    for up_to in (1, 2, 3):
+        _, runs = official_runs(paths, up_to=up_to)
+        for seed, report in reports.items():
+            curve = [point["metrics"]["official"] for point in report.curve[:up_to]]
+            assert runs["nut"][ROWS[2]][seed] == {m: curve[-1][m] for m in METRICS}
+            assert runs["nut"][ROWS[3]][seed] == {m: max(p[m] for p in curve) for m in METRICS}
+    with pytest.raises(ValueError, match="no evaluation at or before step 0"):
+        official_runs(paths, up_to=0)
+
+
 def test_files_that_do_not_match_are_refused(files, tmp_path, capsys) -> None:
     out, paths, _ = files
     with pytest.raises(ValueError, match="a second file of nut seed 0"):
