@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from flowkit.models.engine.config import RunConfig
+from flowkit.models.engine.config import SYNTHETIC_DATA_SEED, RunConfig
 from flowkit.models.engine.seeds import mean_std
 
 from .common import print_table
@@ -59,7 +59,8 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
 
     Raises:
         ValueError: no ``summary.json`` (the job is unfinished or not a ``--seeds`` job), a
-            job of another model, or one trained without a validation split.
+            job of another model or on other data than the synthetic, or one trained without
+            a validation split.
     """
     summary_path = Path(job) / "summary.json"
     if not summary_path.is_file():
@@ -70,6 +71,9 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
     config = RunConfig.from_json(json.loads((first / "config.json").read_text()))
     if config.model != "pyramidflow":
         raise ValueError(f"{job} is a job of {config.model!r}; the official code is PyramidFlow")
+    if config.data.source != "synthetic":
+        raise ValueError(f"{job} was trained on --data {config.data.source}; the official runs "
+                         "score the synthetic test set: compare a job of --data synthetic")
     metrics = summary["metrics"]
     if "best/aupro_0.3" not in metrics:
         raise ValueError(f"{job} was trained without a validation split (--val-fraction 0): "
@@ -90,8 +94,8 @@ def official_runs(paths: Sequence[str | Path], up_to: int | None = None) -> tupl
 
     Raises:
         ValueError: a file of another mode, without an evaluation curve or without one at or
-            before ``up_to``, of another image size than the rest, or two files of one
-            category and seed.
+            before ``up_to``, of other synthetic images than ``flowkit train``'s, of another
+            image size than the rest, or two files of one category and seed.
     """
     runs: Runs = {}
     sizes = set()
@@ -100,6 +104,10 @@ def official_runs(paths: Sequence[str | Path], up_to: int | None = None) -> tupl
         if record.get("mode") != "official" or not record.get("curve"):
             raise ValueError(f"{path} is no --mode official run with --eval-every: rerun it as "
                              "python -m benchmarks.parity_official --mode official --eval-every K")
+        if record.get("data_seed") != SYNTHETIC_DATA_SEED:
+            raise ValueError(f"{path} scored other synthetic images (--data-seed "
+                             f"{record.get('data_seed')}) than flowkit train's (data seed "
+                             f"{SYNTHETIC_DATA_SEED}): rerun it without --data-seed")
         curve = [point for point in record["curve"] if up_to is None or point["step"] <= up_to]
         if not curve:
             raise ValueError(f"{path} has no evaluation at or before step {up_to} (the first is "

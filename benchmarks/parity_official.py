@@ -626,7 +626,7 @@ class AloneReport:
 def alone_record(report: AloneReport, **run: Any) -> dict[str, Any]:
     """The JSON record of a run alone (``--out``; ``benchmarks.official_comparison`` reads
     it): the report, its ``test_maxima`` (``None`` without a curve) and ``run``'s fields
-    (``seed``, ``data_seed``, ``category``, ``image_size``)."""
+    (``seed``, ``data_seed``, ``category``, ``image_size``, ``num_train``)."""
     return {**asdict(report), **run,
             "test_maxima": report.test_maxima() if report.curve else None}
 
@@ -703,7 +703,8 @@ def _run_official_alone(args: argparse.Namespace, code: types.SimpleNamespace,
     print_table([row], list(row))
     if args.out:
         write_json(args.out, [alone_record(report, seed=args.seed, data_seed=args.data_seed,
-                                           category=args.category, image_size=args.image_size)])
+                                           category=args.category, image_size=args.image_size,
+                                           num_train=args.num_train)])
     return report
 
 

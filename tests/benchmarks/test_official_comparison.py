@@ -8,6 +8,7 @@ import contextlib
 import io
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -145,7 +146,8 @@ def test_files_that_do_not_match_are_refused(files, tmp_path, capsys) -> None:
         official_runs([paths[0], paths[0]])
     record = json.loads(paths[0].read_text())["rows"][0]
     for change, message in (({"image_size": 64}, "differ in image size"),
-                            ({"category": "grass"}, "grass has no ours")):
+                            ({"category": "grass"}, "grass has no ours"),
+                            ({"data_seed": 1}, "other synthetic images")):
         changed = tmp_path / "changed.json"
         write_json(changed, [{**record, **change}])
         with pytest.raises(SystemExit, match=message):
@@ -163,6 +165,15 @@ def test_files_that_do_not_match_are_refused(files, tmp_path, capsys) -> None:
                                  "--quiet"]) == 0
         with pytest.raises(SystemExit, match=message):
             main(["--ours", str(job), "--official", str(paths[0])])
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(out, elsewhere)
+    for seed in (0, 1):
+        config = elsewhere / f"seed-{seed}" / "config.json"
+        saved = json.loads(config.read_text())
+        saved["data"].update(source="mvtec", root=str(tmp_path))
+        config.write_text(json.dumps(saved))
+    with pytest.raises(SystemExit, match="trained on --data mvtec"):
+        main(["--ours", str(elsewhere), "--official", str(paths[0])])
     parity = tmp_path / "parity.json"
     write_json(parity, [{**record, "mode": "defaults"}])
     with pytest.raises(ValueError, match="no --mode official run"):
