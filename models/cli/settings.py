@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..base import MODELS, AnomalyModel, build_model
-from ..data import SYNTHETIC_CATEGORIES
+from ..data import SYNTHETIC_CATEGORIES, Augmentation
 from ..engine.config import DataSettings, DataSource, RunConfig
 from ..errors import ConfigError
 from .common import first
@@ -179,6 +179,17 @@ def _epochs(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyM
     return first(args.epochs, base and base.epochs, default)
 
 
+def _augment(args: argparse.Namespace, base: RunConfig | None, cls: type[AnomalyModel]) -> str:
+    """``--augment``, else the resumed run's, else ``auto``; refused (``on``, ``off``) for a
+    model fitted without gradient steps, which sees only the plain images."""
+    augment = first(args.augment, base and base.augment, Augmentation.AUTO.value)
+    if not cls.needs_training and augment != Augmentation.AUTO.value:
+        raise ConfigError(f"the model {cls.name!r} is fitted without gradient steps, on the "
+                          f"images as they are: --augment {augment} would change nothing; "
+                          "drop it")
+    return augment
+
+
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
     """``key: old -> new`` for every setting that differs, nested dicts flattened."""
     changes = []
@@ -232,6 +243,7 @@ def resolve_config(args: argparse.Namespace, base: RunConfig | None = None) -> R
         batch_size=first(args.batch_size, base and base.batch_size, cls.default_batch_size),
         seed=first(args.seed, base and base.seed, DEFAULT_SEED),
         optimizer=_optimizer_settings(args, base, model),
+        augment=_augment(args, base, cls),
     )
     config = with_validation(args, base, config)
     if base is not None:

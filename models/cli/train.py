@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..base import MODELS
+from ..data import Augmentation
 from ..engine.config import DataSource, RunConfig
 from ..engine.distributed import distributed_session, world_size_from_environment
 from ..engine.memory import memory_advice
@@ -98,6 +99,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     training.add_argument("--weight-decay", type=float)
     training.add_argument("--clip-grad-norm", type=float, metavar="NORM",
                           help="gradient-norm clip; 0 disables it")
+    training.add_argument(
+        "--augment", choices=[a.value for a in Augmentation],
+        help="flip and rotate the training images: auto (default) for texture categories "
+        "only, as the PyramidFlow paper; on or off for any category")
     add_validation_flags(training)
     add_run_flags(training)
     output = parser.add_argument_group("output")

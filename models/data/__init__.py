@@ -1,6 +1,12 @@
 """Data for anomaly localization: MVTec-AD, BTAD and generic folders, and synthetic defects."""
 
-from .augment import AUGMENT_PROBABILITY, MVTEC_TEXTURES, TextureAugment, is_texture
+from .augment import (
+    AUGMENT_PROBABILITY,
+    MVTEC_TEXTURES,
+    Augmentation,
+    TextureAugment,
+    is_texture,
+)
 from .errors import DatasetError
 from .folder import FolderDataset, PairTransform, as_size
 from .image_io import IMAGE_SUFFIXES, read_image, read_mask, read_size, write_png
@@ -31,6 +37,7 @@ __all__ = [
     "SYNTHETIC_DEFECTS",
     "SYNTHETIC_OBJECTS",
     "SYNTHETIC_TEXTURES",
+    "Augmentation",
     "Choice",
     "DatasetError",
     "Defect",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .item import Choice
 from .synthetic import SYNTHETIC_TEXTURES
 
-__all__ = ["AUGMENT_PROBABILITY", "MVTEC_TEXTURES", "TextureAugment", "is_texture"]
+__all__ = ["AUGMENT_PROBABILITY", "MVTEC_TEXTURES", "Augmentation", "TextureAugment", "is_texture"]
 
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 """The texture categories of MVTec AD; the other ten are objects."""
@@ -24,6 +25,23 @@ def is_texture(category: str) -> bool:
     Textures are the MVTec-AD ones and the synthetic texture categories.
     """
     return category in MVTEC_TEXTURES or category in SYNTHETIC_TEXTURES
+
+
+class Augmentation(Choice):
+    """Whether training images are flipped and rotated (``flowkit train --augment``).
+
+    ``auto`` (the paper's rule): texture categories only, since an aligned object turned upside
+    down is an anomaly; ``on`` and ``off`` decide for every category (``off`` is how the
+    official code trains any category but its five MVTec textures).
+    """
+
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+    def applies_to(self, category: str) -> bool:
+        """Whether the training images of ``category`` are augmented."""
+        return is_texture(category) if self is Augmentation.AUTO else self is Augmentation.ON
 
 
 class TextureAugment:

@@ -16,8 +16,8 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..base import MODELS
-from ..data import Choice, FolderDataset, Item, PairTransform, SyntheticDataset, is_texture
-from ..errors import RunFolderError
+from ..data import Augmentation, Choice, FolderDataset, Item, PairTransform, SyntheticDataset
+from ..errors import ConfigError, RunFolderError
 from ..metrics import DEFAULT_FPR_LIMIT
 
 __all__ = ["SYNTHETIC_DATA_SEED", "DataSettings", "DataSource", "RunConfig"]
@@ -56,11 +56,6 @@ class DataSettings:
         """The category, or the folder's name when the root is the category."""
         return self.category if self.category is not None else Path(self.root or "").name
 
-    @property
-    def augment(self) -> bool:
-        """Whether training images are flipped and rotated (texture categories only)."""
-        return is_texture(self.name)
-
     def dataset(self, split: str, transform: PairTransform | None = None) -> Dataset[Item]:
         """The ``train`` or ``test`` images.
 
@@ -94,6 +89,9 @@ class RunConfig:
             ``metrics.json`` (``aupro_0.3`` or ``pixel_auroc``).
         val_every: score the validation split after every ``val_every``-th epoch and after
             the last (1, what a run written before this field did: every epoch).
+        augment: an :class:`~flowkit.models.data.Augmentation` value: whether the training
+            images are flipped and rotated (``auto``, what a run written before this field
+            did: texture categories only).
     """
 
     model: str
@@ -106,6 +104,18 @@ class RunConfig:
     val_fraction: float = 0.0
     select_by: str = f"aupro_{DEFAULT_FPR_LIMIT}"
     val_every: int = 1
+    augment: str = Augmentation.AUTO.value
+
+    def augments(self) -> bool:
+        """Whether the training images are flipped and rotated.
+
+        Raises:
+            ConfigError: an unknown ``augment``.
+        """
+        try:
+            return Augmentation(self.augment).applies_to(self.data.name)
+        except ValueError as error:
+            raise ConfigError(f"--augment: {error}") from error
 
     def validates(self, epoch: int) -> bool:
         """Whether the validation split is scored after ``epoch`` (1-based): every

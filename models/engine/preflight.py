@@ -145,14 +145,15 @@ def preflight(config: RunConfig, world_size: int = 1) -> DataReport:
         What was found on disk.
 
     Raises:
-        ConfigError: a setting that cannot work (batch, optimizer, the model's constraints,
-            a validation split leaving too few images on either side), a test split without
-            both classes.
+        ConfigError: a setting that cannot work (batch, optimizer, augmentation, the model's
+            constraints, a validation split leaving too few images on either side), a test
+            split without both classes.
         DatasetError: a missing folder, a wrong layout, an unreadable file.
     """
     per_process = per_process_batch(config.batch_size, world_size)
     MODELS[config.model].check_config(config.model_config, per_process)
     check_optimizer(config.optimizer)
+    config.augments()  # raises on an unknown value
     train = config.data.dataset(Split.TRAIN.value)
     test = config.data.dataset(Split.TEST.value)
     if len(train) < config.batch_size:

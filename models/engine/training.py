@@ -296,7 +296,8 @@ def _training_data(config: RunConfig) -> _Data:
 
     Raises:
         ConfigError: fewer training images than a batch; a validation split that leaves too
-            few on either side; an unknown ``select_by``; ``val_every`` below 1.
+            few on either side; an unknown ``select_by`` or ``augment``; ``val_every`` below
+            1.
     """
     plain = config.data.dataset(Split.TRAIN.value)
     if len(plain) < config.batch_size:
@@ -313,7 +314,7 @@ def _training_data(config: RunConfig) -> _Data:
         raise ConfigError(f"--val-every must be a whole number of epochs, 1 or more, got "
                           f"{config.val_every!r}")
     kept, held_out = fitted_images(plain, config.model, config.val_fraction, config.batch_size)
-    return _Data(TrainingImages(kept, config.seed, config.data.augment), kept,
+    return _Data(TrainingImages(kept, config.seed, config.augments()), kept,
                  PastedAnomalies(plain, held_out, VALIDATION_SEED) if held_out else None)
 
 

@@ -3,11 +3,15 @@ argument errors."""
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 
 from flowkit.models.base import MODELS
 from flowkit.models.cli import EXIT_ERROR, build_parser, main
+from flowkit.models.cli.command_line import train_command
 from flowkit.models.cli.settings import resolve_config
+from flowkit.models.errors import ConfigError
 
 from ..tiny_model import TINY, TinyAutoencoder
 
@@ -63,3 +67,34 @@ def test_a_bad_flag_is_one_line_with_a_hint(argv: list[str], message: str,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert lines[0].endswith("--help")
+
+
+@pytest.mark.parametrize(("argv", "augments"), [
+    (["--category", "brick"], True),  # auto: a texture
+    (["--category", "nut"], False),  # auto: an aligned object
+    (["--category", "brick", "--augment", "off"], False),
+    (["--category", "nut", "--augment", "on"], True),
+])
+def test_augment_defaults_to_textures_and_the_flag_decides(argv: list[str], augments: bool,
+                                                          tmp_path) -> None:
+    config = _config(*argv)
+    assert config.augments() is augments
+    words = shlex.split(train_command(config, tmp_path / "run"))
+    assert resolve_config(build_parser().parse_args(words[1:])) == config  # stored command
+
+
+def test_a_resumed_run_keeps_its_augmentation_and_refuses_another() -> None:
+    run = _config("--category", "brick", "--augment", "off")
+    assert resolve_config(build_parser().parse_args(["train"]), base=run).augment == "off"
+    with pytest.raises(ConfigError, match=r"the flags change augment: 'off' -> 'on'"):
+        resolve_config(build_parser().parse_args(["train", "--augment", "on"]), base=run)
+
+
+def test_augment_is_refused_for_a_model_fitted_without_training() -> None:
+    assert resolve_config(build_parser().parse_args(
+        ["train", "--model", "baseline", "--augment", "auto"])).augment == "auto"
+    with pytest.raises(ConfigError, match="the model 'baseline' is fitted without gradient "
+                       "steps, on the images as they are: --augment on would change nothing; "
+                       "drop it"):
+        resolve_config(build_parser().parse_args(["train", "--model", "baseline",
+                                                  "--augment", "on"]))

@@ -1,14 +1,34 @@
 """Texture augmentation: flips and quarter turns, image and mask alike; textures only."""
 
+import pytest
 import torch
 
-from flowkit.models.data import MVTEC_TEXTURES, SYNTHETIC_TEXTURES, TextureAugment, is_texture
+from flowkit.models.data import (
+    MVTEC_TEXTURES,
+    SYNTHETIC_TEXTURES,
+    Augmentation,
+    TextureAugment,
+    is_texture,
+)
 
 
 def test_texture_catalogue() -> None:
     assert set(MVTEC_TEXTURES) == {"carpet", "grid", "leather", "tile", "wood"}
     assert all(is_texture(name) for name in MVTEC_TEXTURES + SYNTHETIC_TEXTURES)
     assert not is_texture("bottle") and not is_texture("nut")
+
+
+@pytest.mark.parametrize("category", [*MVTEC_TEXTURES, *SYNTHETIC_TEXTURES, "bottle", "nut"])
+def test_auto_augments_textures_and_on_off_decide_for_every_category(category: str) -> None:
+    assert Augmentation("auto").applies_to(category) == is_texture(category)
+    assert Augmentation("on").applies_to(category)
+    assert not Augmentation("off").applies_to(category)
+
+
+def test_an_unknown_augmentation_names_the_choices() -> None:
+    with pytest.raises(ValueError, match="unknown augmentation 'yes'; choose one of 'auto', "
+                       "'on', 'off'"):
+        Augmentation("yes")
 
 
 def test_image_and_mask_transformed_alike_and_all_eight_symmetries_reached() -> None:

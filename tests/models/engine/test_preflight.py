@@ -158,3 +158,10 @@ def test_upsampled_synthetic_textures_are_noted(tiny_config, category: str, size
         assert note == (f"note: the synthetic textures hold 256 px of detail per side; at {size} "
                         "px they are upsampled, which adds no detail: pass --image-size 256 or "
                         "less, or --category nut (drawn at any size)")
+
+
+def test_an_unknown_augmentation_in_a_config_is_refused(tiny_config) -> None:
+    """A hand-edited ``config.json`` cannot reach training with an augmentation that is none."""
+    with pytest.raises(ConfigError, match="--augment: unknown augmentation 'sideways'; choose "
+                       "one of 'auto', 'on', 'off'"):
+        preflight(dataclasses.replace(tiny_config, augment="sideways"))

@@ -84,6 +84,30 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
     assert losses[0] == losses[1]
 
 
+@pytest.mark.parametrize(("category", "augment", "augmented"), [
+    ("brick", "auto", True), ("nut", "auto", False), ("brick", "off", False), ("nut", "on", True),
+])
+def test_the_model_trains_on_flipped_and_rotated_images_when_augment_says_so(
+    tiny_config: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, category: str,
+    augment: str, augmented: bool
+) -> None:
+    config = dataclasses.replace(tiny_config, epochs=1, augment=augment,
+                                 data=dataclasses.replace(tiny_config.data, category=category))
+    plain = {item.image.numpy().tobytes() for item in config.data.dataset("train")}
+    seen: list[torch.Tensor] = []
+    original = TinyAutoencoder.loss
+
+    def recording(self: TinyAutoencoder, images: torch.Tensor) -> torch.Tensor:
+        seen.extend(images)
+        return original(self, images)
+
+    monkeypatch.setattr(TinyAutoencoder, "loss", recording)
+    train(config, _run(tmp_path, "run"), OPTIONS)
+    assert len(seen) == STEPS_PER_EPOCH * config.batch_size
+    transformed = sum(image.numpy().tobytes() not in plain for image in seen)
+    assert (transformed > len(seen) // 2) if augmented else transformed == 0
+
+
 def test_resume_can_extend_but_not_shorten(tiny_config: RunConfig, tmp_path: Path) -> None:
     run = _run(tmp_path, "run")
     train(tiny_config, run, OPTIONS)
