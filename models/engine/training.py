@@ -25,8 +25,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from ..base import AnomalyModel, build_model
-from ..data import Item, Split
+from ..base import MODELS, AnomalyModel, build_model
+from ..data import Augmentation, Item, Split, is_texture
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, restore_rng_states, save_checkpoint
@@ -275,6 +275,17 @@ def _validation_note(config: RunConfig, plain: Dataset[Item],
             f"{config.select_by} is kept as {run.best_checkpoint}")
 
 
+def _augmentation_note(config: RunConfig) -> str:
+    """Whether the training images are augmented and why, for ``train.log``."""
+    why = f"--augment {config.augment}"
+    if config.augment == Augmentation.AUTO.value:
+        kind = "a texture" if is_texture(config.data.name) else "no texture"
+        why += f": {config.data.name} is {kind}"
+    if config.augments():
+        return f"augmentation: random flips and quarter turns of the training images ({why})"
+    return f"augmentation: none, the training images as they are ({why})"
+
+
 def _every(config: RunConfig) -> str:
     """When validation scores, in words."""
     if config.val_every == 1:
@@ -426,6 +437,8 @@ def train(config: RunConfig, run: RunFolder, options: TrainOptions, resume: bool
             f"process with --batch-size {config.batch_size}")
     if distributed.is_main:  # in train.log only: the epochs' lines show the scores
         run.append_log(_validation_note(config, plain, validation, run))
+        if MODELS[config.model].needs_training:
+            run.append_log(_augmentation_note(config))
     seed_everything(config.seed)
     stopped = None
     try:

@@ -84,13 +84,17 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
     assert losses[0] == losses[1]
 
 
-@pytest.mark.parametrize(("category", "augment", "augmented"), [
-    ("brick", "auto", True), ("nut", "auto", False), ("brick", "off", False), ("nut", "on", True),
+@pytest.mark.parametrize(("category", "augment", "augmented", "why"), [
+    ("brick", "auto", True, "--augment auto: brick is a texture"),
+    ("nut", "auto", False, "--augment auto: nut is no texture"),
+    ("brick", "off", False, "--augment off"),
+    ("nut", "on", True, "--augment on"),
 ])
 def test_the_model_trains_on_flipped_and_rotated_images_when_augment_says_so(
     tiny_config: RunConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, category: str,
-    augment: str, augmented: bool
+    augment: str, augmented: bool, why: str
 ) -> None:
+    """The images the loss sees, and the line of ``train.log`` that says so."""
     config = dataclasses.replace(tiny_config, epochs=1, augment=augment,
                                  data=dataclasses.replace(tiny_config.data, category=category))
     plain = {item.image.numpy().tobytes() for item in config.data.dataset("train")}
@@ -102,10 +106,15 @@ def test_the_model_trains_on_flipped_and_rotated_images_when_augment_says_so(
         return original(self, images)
 
     monkeypatch.setattr(TinyAutoencoder, "loss", recording)
-    train(config, _run(tmp_path, "run"), OPTIONS)
+    run = _run(tmp_path, "run")
+    train(config, run, OPTIONS)
     assert len(seen) == STEPS_PER_EPOCH * config.batch_size
     transformed = sum(image.numpy().tobytes() not in plain for image in seen)
     assert (transformed > len(seen) // 2) if augmented else transformed == 0
+    note = [line for line in run.log.read_text().splitlines() if line.startswith("augmentation")]
+    assert note == [f"augmentation: random flips and quarter turns of the training images ({why})"
+                    if augmented else
+                    f"augmentation: none, the training images as they are ({why})"]
 
 
 def test_resume_can_extend_but_not_shorten(tiny_config: RunConfig, tmp_path: Path) -> None:
