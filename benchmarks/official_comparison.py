@@ -10,7 +10,8 @@ category and seed. Four rows per category, each the mean ± sample std (ddof=1) 
 
 - ours, final model: after the last epoch (``metrics.json``'s top level);
 - ours, best on validation: the epoch the held-out training images with pasted defects chose
-  (``best/...``); the test set chose nothing;
+  (``best/...``); the test set chose nothing (absent for a job trained with
+  ``--val-fraction 0``, and then from the mean over categories too);
 - official, last epoch: the official model after its last step;
 - official, test-selected maximum: each metric's maximum over the test-set evaluations, each
   possibly at another epoch (what the official ``train.py`` reports).
@@ -20,7 +21,9 @@ mean ± std of those over the seeds (the seeds must be the same in every categor
 Both sides must have been run at one image size on the same categories. ``--official-up-to
 STEP`` keeps only the official evaluations at or before ``STEP`` (its "last epoch" is then the
 last of them): the official code at no more optimizer steps than ours took, when our
-validation split left fewer training images per epoch.
+validation split left fewer training images per epoch. Each job's settings that differ
+between such comparisons (``--epochs``, ``--val-fraction``, ``--augment``) are printed above
+the table.
 """
 
 from __future__ import annotations
@@ -54,13 +57,13 @@ Runs = dict[str, dict[str, dict[int, dict[str, float]]]]
 """``{category: {row: {seed: {metric: value}}}}``."""
 
 
-def our_runs(job: str | Path) -> tuple[int, Runs]:
-    """The image size and the two rows of ours of one ``flowkit train --seeds`` job folder.
+def our_runs(job: str | Path) -> tuple[RunConfig, Runs]:
+    """The settings (of its first seed) and the rows of ours of one ``flowkit train --seeds``
+    job folder: the final model, and the best on validation unless trained without it.
 
     Raises:
         ValueError: no ``summary.json`` (the job is unfinished or not a ``--seeds`` job), a
-            job of another model or on other data than the synthetic, or one trained without
-            a validation split.
+            job of another model or on other data than the synthetic.
     """
     summary_path = Path(job) / "summary.json"
     if not summary_path.is_file():
@@ -75,13 +78,11 @@ def our_runs(job: str | Path) -> tuple[int, Runs]:
         raise ValueError(f"{job} was trained on --data {config.data.source}; the official runs "
                          "score the synthetic test set: compare a job of --data synthetic")
     metrics = summary["metrics"]
-    if "best/aupro_0.3" not in metrics:
-        raise ValueError(f"{job} was trained without a validation split (--val-fraction 0): "
-                         "it has no best-on-validation model; train it with --val-fraction")
     rows = {row: {seed: {m: metrics[prefix + m]["values"][str(seed)] for m in METRICS}
                   for seed in summary["seeds"]}
-            for row, prefix in ((ROWS[0], ""), (ROWS[1], "best/"))}
-    return config.data.image_size, {config.data.category: rows}
+            for row, prefix in ((ROWS[0], ""), (ROWS[1], "best/"))
+            if prefix + METRICS[0] in metrics}
+    return config, {config.data.category: rows}
 
 
 def official_runs(paths: Sequence[str | Path], up_to: int | None = None) -> tuple[int, Runs]:
@@ -129,20 +130,22 @@ def comparison(runs: Runs) -> dict[str, dict[str, dict[str, tuple[float, float |
     """``{category or "mean over categories": {row: {metric: (mean, std)}}}`` over seeds
     (``std`` ``None`` for one seed).
 
+    The ``ours, best on validation`` row may be missing (a job without a validation split);
+    the mean over categories has it only if every category has it.
+
     Raises:
-        ValueError: a category without all four rows, or seeds that differ between the
-            categories of a row (their mean over categories is then undefined).
+        ValueError: a category without one of the other three rows, or seeds that differ
+            between the categories of a row (their mean over categories is then undefined).
     """
     table: dict[str, dict[str, dict[str, tuple[float, float | None]]]] = {}
     for category, rows in sorted(runs.items()):
-        missing = [row for row in ROWS if row not in rows]
+        missing = [row for row in ROWS if row not in rows and row != ROWS[1]]
         if missing:
             raise ValueError(f"{category} has no {', '.join(missing)}: give both sides' runs")
-        table[category] = {row: {m: mean_std([seeds[s][m] for s in sorted(seeds)])
-                                 for m in METRICS} for row, seeds in
-                           ((row, rows[row]) for row in ROWS)}
+        table[category] = {row: {m: mean_std([rows[row][s][m] for s in sorted(rows[row])])
+                                 for m in METRICS} for row in ROWS if row in rows}
     table["mean over categories"] = {}
-    for row in ROWS:
+    for row in (row for row in ROWS if all(row in rows for rows in runs.values())):
         seed_sets = {category: sorted(rows[row]) for category, rows in runs.items()}
         seeds = next(iter(seed_sets.values()))
         if any(other != seeds for other in seed_sets.values()):
@@ -153,12 +156,21 @@ def comparison(runs: Runs) -> dict[str, dict[str, dict[str, tuple[float, float |
     return table
 
 
+def _settings(config: RunConfig) -> str:
+    """The job's settings that vary between comparisons, as ``flowkit train`` flags."""
+    return (f"--epochs {config.epochs} --val-fraction {config.val_fraction} "
+            f"--augment {config.augment}")
+
+
 def _read(jobs: Sequence[str], files: Sequence[str], up_to: int | None) -> Runs:
-    """Both sides' runs, checked to be of one image size and one job per category."""
+    """Both sides' runs, checked to be of one image size and one job per category; prints
+    each job's settings."""
     runs: Runs = {}
     sizes = {}
     for job in jobs:
-        sizes[job], ours = our_runs(job)
+        config, ours = our_runs(job)
+        sizes[job] = config.data.image_size
+        print(f"ours, {config.data.category}: {job} ({_settings(config)})")
         for category, rows in ours.items():
             if category in runs:
                 raise ValueError(f"two --ours jobs of {category}")
@@ -197,8 +209,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                  for category, rows in table.items() for row, cells in rows.items()],
                 ["category", "row", *METRICS])
     mean = table["mean over categories"]
-    print(f"{ROWS[1]} minus {ROWS[3]}, mean over categories: " + ", ".join(
-        f"{m} {mean[ROWS[1]][m][0] - mean[ROWS[3]][m][0]:+.3f}" for m in METRICS))
+    ours = ROWS[1] if ROWS[1] in mean else ROWS[0]
+    print(f"{ours} minus {ROWS[3]}, mean over categories: " + ", ".join(
+        f"{m} {mean[ours][m][0] - mean[ROWS[3]][m][0]:+.3f}" for m in METRICS))
     return table
 
 

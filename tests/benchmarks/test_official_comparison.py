@@ -68,10 +68,23 @@ def test_mismatched_runs_are_refused() -> None:
     del runs["b"][ROWS[3]][1]
     with pytest.raises(ValueError, match="different seeds"):
         comparison(runs)
+    for row in (ROWS[0], ROWS[2], ROWS[3]):
+        runs = _runs(values, ["a", "b"], [0, 1])
+        del runs["a"][row]
+        with pytest.raises(ValueError, match=f"a has no {row}"):
+            comparison(runs)
+
+
+def test_a_category_without_validation_has_no_best_row_nor_the_mean_over_categories() -> None:
+    values = np.random.default_rng(0).uniform(0.5, 1.0, (len(ROWS), 2, 2, len(METRICS)))
     runs = _runs(values, ["a", "b"], [0, 1])
-    del runs["a"][ROWS[2]]
-    with pytest.raises(ValueError, match=f"a has no {ROWS[2]}"):
-        comparison(runs)
+    del runs["a"][ROWS[1]]
+    table = comparison(runs)
+    assert list(table["a"]) == [ROWS[0], ROWS[2], ROWS[3]]
+    assert list(table["b"]) == list(ROWS)
+    assert list(table["mean over categories"]) == [ROWS[0], ROWS[2], ROWS[3]]
+    assert table["mean over categories"][ROWS[0]]["aupro_0.3"][0] == pytest.approx(
+        values[0, :, :, 2].mean(), rel=1e-12)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +118,7 @@ def test_the_table_reads_each_row_from_its_runs(files, capsys) -> None:
     table = main(["--ours", str(out), "--official", *map(str, paths)])
     printed = capsys.readouterr().out
     assert f"{ROWS[1]} minus {ROWS[3]}, mean over categories:" in printed
+    assert f"ours, nut: {out} (--epochs 3 --val-fraction 0.1 --augment auto)" in printed
     summary = json.loads((out / "summary.json").read_text())["metrics"]
     assert any(reports[s].metrics != {m: v["value"] for m, v in reports[s].test_maxima().items()}
                for s in (0, 1)), "the fixture's last and best evaluations must differ somewhere"
@@ -126,6 +140,24 @@ def test_the_table_reads_each_row_from_its_runs(files, capsys) -> None:
         for metric in METRICS:
             assert table["mean over categories"][row][metric] == pytest.approx(
                 table["nut"][row][metric], rel=1e-12)
+
+
+def test_a_job_without_validation_compares_its_final_model(files, tmp_path, capsys) -> None:
+    _, paths, _ = files
+    job = tmp_path / "no-validation"
+    with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+        assert flowkit_main(["train", "--model", "pyramidflow", *SMALL, "--epochs", "1",
+                             "--val-fraction", "0", "--augment", "on", "--seeds", "0", "1",
+                             "--out", str(job), "--quiet"]) == 0
+    table = main(["--ours", str(job), "--official", *map(str, paths)])
+    printed = capsys.readouterr().out
+    assert f"ours, nut: {job} (--epochs 1 --val-fraction 0.0 --augment on)" in printed
+    assert list(table["nut"]) == list(table["mean over categories"]) == [ROWS[0], ROWS[2],
+                                                                        ROWS[3]]
+    assert f"{ROWS[0]} minus {ROWS[3]}, mean over categories:" in printed
+    summary = json.loads((job / "summary.json").read_text())["metrics"]
+    assert table["nut"][ROWS[0]]["aupro_0.3"] == (summary["aupro_0.3"]["mean"],
+                                                  summary["aupro_0.3"]["std"])
 
 
 def test_official_up_to_keeps_the_evaluations_before_the_step(files) -> None:
@@ -154,17 +186,12 @@ def test_files_that_do_not_match_are_refused(files, tmp_path, capsys) -> None:
             main(["--ours", str(out), "--official", str(changed), str(paths[1])]
                  if "image_size" not in change else
                  ["--ours", str(out), "--official", str(changed)])
-    for flag, message in (("--val-fraction", "without a validation split"),
-                          ("--model", "a job of 'baseline'")):
-        job = tmp_path / flag
-        argv = ["--model", "baseline", "--category", "nut", "--image-size", "32"] \
-            if flag == "--model" else ["--model", "pyramidflow", *SMALL, "--epochs", "1",
-                                       "--val-fraction", "0"]
-        with one_thread(), contextlib.redirect_stdout(io.StringIO()):
-            assert flowkit_main(["train", *argv, "--seeds", "0", "--out", str(job),
-                                 "--quiet"]) == 0
-        with pytest.raises(SystemExit, match=message):
-            main(["--ours", str(job), "--official", str(paths[0])])
+    job = tmp_path / "baseline"
+    with one_thread(), contextlib.redirect_stdout(io.StringIO()):
+        assert flowkit_main(["train", "--model", "baseline", "--category", "nut", "--image-size",
+                             "32", "--seeds", "0", "--out", str(job), "--quiet"]) == 0
+    with pytest.raises(SystemExit, match="a job of 'baseline'"):
+        main(["--ours", str(job), "--official", str(paths[0])])
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(out, elsewhere)
     for seed in (0, 1):
