@@ -101,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="gradient-norm clip; 0 disables it")
     training.add_argument(
         "--augment", choices=[a.value for a in Augmentation],
-        help="flip and rotate the training images: auto (default) for texture categories "
-        "only, as the PyramidFlow paper; on or off for any category")
+        help="flip and turn the training images: auto (default) for the textures that look "
+        "the same turned (not aligned objects, nor the synthetic fabric and steel); on or off "
+        "for any category")
     add_validation_flags(training)
     add_run_flags(training)
     output = parser.add_argument_group("output")

@@ -5,6 +5,7 @@ from .augment import (
     MVTEC_TEXTURES,
     Augmentation,
     TextureAugment,
+    augmented_by_default,
     is_texture,
 )
 from .errors import DatasetError
@@ -14,6 +15,7 @@ from .item import GOOD, Choice, Item, Split
 from .layouts import Layout, Sample, find_samples
 from .synthetic import (
     DEFAULT_IMAGE_SIZE,
+    ORIENTED_TEXTURES,
     SYNTHETIC_CATEGORIES,
     SYNTHETIC_DEFECTS,
     SYNTHETIC_OBJECTS,
@@ -33,6 +35,7 @@ __all__ = [
     "GOOD",
     "IMAGE_SUFFIXES",
     "MVTEC_TEXTURES",
+    "ORIENTED_TEXTURES",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DEFECTS",
     "SYNTHETIC_OBJECTS",
@@ -52,6 +55,7 @@ __all__ = [
     "SyntheticImage",
     "TextureAugment",
     "as_size",
+    "augmented_by_default",
     "find_samples",
     "is_texture",
     "read_image",

@@ -6,9 +6,16 @@ import torch
 from torch import Tensor
 
 from .item import Choice
-from .synthetic import SYNTHETIC_TEXTURES
+from .synthetic import ORIENTED_TEXTURES, SYNTHETIC_TEXTURES
 
-__all__ = ["AUGMENT_PROBABILITY", "MVTEC_TEXTURES", "Augmentation", "TextureAugment", "is_texture"]
+__all__ = [
+    "AUGMENT_PROBABILITY",
+    "MVTEC_TEXTURES",
+    "Augmentation",
+    "TextureAugment",
+    "augmented_by_default",
+    "is_texture",
+]
 
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
 """The texture categories of MVTec AD; the other ten are objects."""
@@ -27,12 +34,19 @@ def is_texture(category: str) -> bool:
     return category in MVTEC_TEXTURES or category in SYNTHETIC_TEXTURES
 
 
+def augmented_by_default(category: str) -> bool:
+    """The ``auto`` rule: textures are flipped and turned (the paper's rule for MVTec AD's
+    five), aligned objects are not (one upside down is an anomaly), nor the oriented synthetic
+    textures (:data:`ORIENTED_TEXTURES`: turning them taught the model that lines across their
+    direction are normal; measured in benchmarks/RESULTS.md)."""
+    return is_texture(category) and category not in ORIENTED_TEXTURES
+
+
 class Augmentation(Choice):
     """Whether training images are flipped and rotated (``flowkit train --augment``).
 
-    ``auto`` (the paper's rule): texture categories only, since an aligned object turned upside
-    down is an anomaly; ``on`` and ``off`` decide for every category (``off`` is how the
-    official code trains any category but its five MVTec textures).
+    ``auto``: :func:`augmented_by_default`; ``on`` and ``off`` decide for every category
+    (``off`` is how the official code trains any category but its five MVTec textures).
     """
 
     AUTO = "auto"
@@ -41,7 +55,9 @@ class Augmentation(Choice):
 
     def applies_to(self, category: str) -> bool:
         """Whether the training images of ``category`` are augmented."""
-        return is_texture(category) if self is Augmentation.AUTO else self is Augmentation.ON
+        if self is Augmentation.AUTO:
+            return augmented_by_default(category)
+        return self is Augmentation.ON
 
 
 class TextureAugment:
@@ -49,8 +65,8 @@ class TextureAugment:
 
     As in the official PyramidFlow code, each of the three is applied with probability 1/2,
     the rotation by a uniform k in {0, 1, 2, 3}. Odd k needs a square image; a non-square
-    image is rotated by 180 degrees instead. Only texture categories should be augmented: an
-    aligned object turned upside down is an anomaly.
+    image is rotated by 180 degrees instead. Only textures that look the same turned should be
+    augmented (see :func:`augmented_by_default`).
 
     Args:
         generator: the random source; ``None`` uses torch's global one (seeded per worker

@@ -31,6 +31,7 @@ from .item import GOOD, Item, Split, make_item
 from .layouts import GROUND_TRUTH_DIR
 from .synthetic_defects import DRAWERS, SYNTHETIC_DEFECTS, Defect
 from .synthetic_scenes import (
+    ORIENTED_TEXTURES,
     SENSOR_NOISE,
     SYNTHETIC_CATEGORIES,
     SYNTHETIC_OBJECTS,
@@ -40,6 +41,7 @@ from .synthetic_scenes import (
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
+    "ORIENTED_TEXTURES",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DEFECTS",
     "SYNTHETIC_OBJECTS",

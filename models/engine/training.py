@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..base import MODELS, AnomalyModel, build_model
-from ..data import Augmentation, Item, Split, is_texture
+from ..data import ORIENTED_TEXTURES, Augmentation, Item, Split, is_texture
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, restore_rng_states, save_checkpoint
@@ -279,8 +279,10 @@ def _augmentation_note(config: RunConfig) -> str:
     """Whether the training images are augmented and why, for ``train.log``."""
     why = f"--augment {config.augment}"
     if config.augment == Augmentation.AUTO.value:
-        kind = "a texture" if is_texture(config.data.name) else "no texture"
-        why += f": {config.data.name} is {kind}"
+        name = config.data.name
+        kind = "an oriented texture" if name in ORIENTED_TEXTURES \
+            else "a texture" if is_texture(name) else "no texture"
+        why += f": {name} is {kind}"
     if config.augments():
         return f"augmentation: random flips and quarter turns of the training images ({why})"
     return f"augmentation: none, the training images as they are ({why})"

@@ -72,6 +72,7 @@ def test_a_bad_flag_is_one_line_with_a_hint(argv: list[str], message: str,
 @pytest.mark.parametrize(("argv", "augments"), [
     (["--category", "brick"], True),  # auto: a texture
     (["--category", "nut"], False),  # auto: an aligned object
+    (["--category", "steel"], False),  # auto: an oriented texture
     (["--category", "brick", "--augment", "off"], False),
     (["--category", "nut", "--augment", "on"], True),
 ])

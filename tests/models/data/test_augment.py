@@ -5,9 +5,11 @@ import torch
 
 from flowkit.models.data import (
     MVTEC_TEXTURES,
+    ORIENTED_TEXTURES,
     SYNTHETIC_TEXTURES,
     Augmentation,
     TextureAugment,
+    augmented_by_default,
     is_texture,
 )
 
@@ -18,11 +20,22 @@ def test_texture_catalogue() -> None:
     assert not is_texture("bottle") and not is_texture("nut")
 
 
-@pytest.mark.parametrize("category", [*MVTEC_TEXTURES, *SYNTHETIC_TEXTURES, "bottle", "nut"])
-def test_auto_augments_textures_and_on_off_decide_for_every_category(category: str) -> None:
-    assert Augmentation("auto").applies_to(category) == is_texture(category)
+@pytest.mark.parametrize(("category", "by_default"), [
+    *((name, True) for name in MVTEC_TEXTURES),  # the paper's rule
+    ("brick", True), ("grass", True), ("gravel", True),
+    ("fabric", False), ("steel", False),  # oriented: measured worse turned
+    ("bottle", False), ("nut", False), ("pcb", False),  # aligned objects
+])
+def test_auto_augments_the_textures_that_look_the_same_turned_and_on_off_decide_for_all(
+        category: str, by_default: bool) -> None:
+    assert augmented_by_default(category) is by_default
+    assert Augmentation("auto").applies_to(category) is by_default
     assert Augmentation("on").applies_to(category)
     assert not Augmentation("off").applies_to(category)
+
+
+def test_every_oriented_texture_is_a_synthetic_texture() -> None:
+    assert set(ORIENTED_TEXTURES) < set(SYNTHETIC_TEXTURES)
 
 
 def test_an_unknown_augmentation_names_the_choices() -> None:

@@ -87,6 +87,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(
 @pytest.mark.parametrize(("category", "augment", "augmented", "why"), [
     ("brick", "auto", True, "--augment auto: brick is a texture"),
     ("nut", "auto", False, "--augment auto: nut is no texture"),
+    ("fabric", "auto", False, "--augment auto: fabric is an oriented texture"),
     ("brick", "off", False, "--augment off"),
     ("nut", "on", True, "--augment on"),
 ])
