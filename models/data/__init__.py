@@ -6,7 +6,6 @@ from .augment import (
     Augmentation,
     TextureAugment,
     augmented_by_default,
-    is_texture,
 )
 from .errors import DatasetError
 from .folder import FolderDataset, PairTransform, as_size
@@ -15,7 +14,6 @@ from .item import GOOD, Choice, Item, Split
 from .layouts import Layout, Sample, find_samples
 from .synthetic import (
     DEFAULT_IMAGE_SIZE,
-    ORIENTED_TEXTURES,
     SYNTHETIC_CATEGORIES,
     SYNTHETIC_DEFECTS,
     SYNTHETIC_OBJECTS,
@@ -35,7 +33,6 @@ __all__ = [
     "GOOD",
     "IMAGE_SUFFIXES",
     "MVTEC_TEXTURES",
-    "ORIENTED_TEXTURES",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DEFECTS",
     "SYNTHETIC_OBJECTS",
@@ -57,7 +54,6 @@ __all__ = [
     "as_size",
     "augmented_by_default",
     "find_samples",
-    "is_texture",
     "read_image",
     "read_mask",
     "read_size",

@@ -31,7 +31,6 @@ from .item import GOOD, Item, Split, make_item
 from .layouts import GROUND_TRUTH_DIR
 from .synthetic_defects import DRAWERS, SYNTHETIC_DEFECTS, Defect
 from .synthetic_scenes import (
-    ORIENTED_TEXTURES,
     SENSOR_NOISE,
     SYNTHETIC_CATEGORIES,
     SYNTHETIC_OBJECTS,
@@ -41,7 +40,6 @@ from .synthetic_scenes import (
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
-    "ORIENTED_TEXTURES",
     "SYNTHETIC_CATEGORIES",
     "SYNTHETIC_DEFECTS",
     "SYNTHETIC_OBJECTS",

@@ -19,7 +19,6 @@ from .synthetic_weave import Weave, random_weave
 
 __all__ = [
     "NUT_APOTHEM",
-    "ORIENTED_TEXTURES",
     "PHOTO_TEXTURES",
     "SENSOR_NOISE",
     "SYNTHETIC_CATEGORIES",
@@ -38,11 +37,6 @@ PHOTO_TEXTURES = ("brick", "grass", "gravel")
 SYNTHETIC_TEXTURES = PHOTO_TEXTURES + ("fabric", "steel")
 """Texture categories: the photographs, a procedural plain weave and brushed steel (these two
 drawn at any size)."""
-
-ORIENTED_TEXTURES = ("fabric", "steel")
-"""Synthetic textures with one direction, the weave's warp and weft (of two colours) and the
-brushing: turned by a quarter they are no normal image, and their defects are lines and
-patches across that direction."""
 
 SYNTHETIC_OBJECTS = ("nut", "pcb")
 """Aligned-object categories, rendered: a hexagonal nut and a circuit board with parts."""

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..base import MODELS, AnomalyModel, build_model
-from ..data import ORIENTED_TEXTURES, Augmentation, Item, Split, is_texture
+from ..data import MVTEC_TEXTURES, Augmentation, Item, Split
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, restore_rng_states, save_checkpoint
@@ -280,9 +280,8 @@ def _augmentation_note(config: RunConfig) -> str:
     why = f"--augment {config.augment}"
     if config.augment == Augmentation.AUTO.value:
         name = config.data.name
-        kind = "an oriented texture" if name in ORIENTED_TEXTURES \
-            else "a texture" if is_texture(name) else "no texture"
-        why += f": {name} is {kind}"
+        negation = "" if name in MVTEC_TEXTURES else "not "
+        why += f": {name} is {negation}one of MVTec AD's textures ({', '.join(MVTEC_TEXTURES)})"
     if config.augments():
         return f"augmentation: random flips and quarter turns of the training images ({why})"
     return f"augmentation: none, the training images as they are ({why})"

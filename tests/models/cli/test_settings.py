@@ -70,13 +70,14 @@ def test_a_bad_flag_is_one_line_with_a_hint(argv: list[str], message: str,
 
 
 @pytest.mark.parametrize(("argv", "augments"), [
-    (["--category", "brick"], True),  # auto: a texture
-    (["--category", "nut"], False),  # auto: an aligned object
-    (["--category", "steel"], False),  # auto: an oriented texture
-    (["--category", "brick", "--augment", "off"], False),
-    (["--category", "nut", "--augment", "on"], True),
+    (["--data", "mvtec", "--data-root", "somewhere", "--category", "carpet"], True),  # auto
+    (["--data", "mvtec", "--data-root", "somewhere", "--category", "bottle"], False),  # auto
+    (["--category", "brick"], False),  # auto: a synthetic texture
+    (["--category", "brick", "--augment", "on"], True),
+    (["--data", "mvtec", "--data-root", "somewhere", "--category", "carpet", "--augment", "off"],
+     False),
 ])
-def test_augment_defaults_to_textures_and_the_flag_decides(argv: list[str], augments: bool,
+def test_augment_defaults_to_mvtec_textures_and_the_flag_decides(argv: list[str], augments: bool,
                                                           tmp_path) -> None:
     config = _config(*argv)
     assert config.augments() is augments
@@ -85,7 +86,7 @@ def test_augment_defaults_to_textures_and_the_flag_decides(argv: list[str], augm
 
 
 def test_a_resumed_run_keeps_its_augmentation_and_refuses_another() -> None:
-    run = _config("--category", "brick", "--augment", "off")
+    run = _config("--category", "brick", "--augment", "off")  # auto would be off too
     assert resolve_config(build_parser().parse_args(["train"]), base=run).augment == "off"
     with pytest.raises(ConfigError, match=r"the flags change augment: 'off' -> 'on'"):
         resolve_config(build_parser().parse_args(["train", "--augment", "on"]), base=run)
