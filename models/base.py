@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from .data.augment import is_texture
 from .errors import ConfigError
 
 __all__ = [
@@ -79,6 +80,15 @@ class AnomalyModel(nn.Module, abc.ABC):
         """Constructor arguments recommended for a data category (e.g. the paper's per-class
         settings); the command line fills in those the user did not give. Default: none."""
         return {}
+
+    #: The rule of :meth:`augments_by_default`, in words (``train.log`` quotes it).
+    augment_rule: ClassVar[str] = "textures (MVTec AD's five and the synthetic ones)"
+
+    @classmethod
+    def augments_by_default(cls, category: str) -> bool:
+        """Whether ``flowkit train --augment auto`` flips and turns the training images of
+        ``category``. Default: textures, not aligned objects (one upside down is an anomaly)."""
+        return is_texture(category)
 
     @classmethod
     def check_config(cls, config: dict[str, Any], batch_size: int) -> None:

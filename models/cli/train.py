@@ -101,8 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                           help="gradient-norm clip; 0 disables it")
     training.add_argument(
         "--augment", choices=[a.value for a in Augmentation],
-        help="flip and turn the training images: auto (default) for MVTec AD's five "
-        "textures only, as the official PyramidFlow code; on or off for any category")
+        help="flip and turn the training images: auto (default) as the model's rule says "
+        "(pyramidflow: MVTec AD's five textures, as the official code; csflow: every "
+        "texture); on or off for any category")
     add_validation_flags(training)
     add_run_flags(training)
     output = parser.add_argument_group("output")

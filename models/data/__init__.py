@@ -5,7 +5,7 @@ from .augment import (
     MVTEC_TEXTURES,
     Augmentation,
     TextureAugment,
-    augmented_by_default,
+    is_texture,
 )
 from .errors import DatasetError
 from .folder import FolderDataset, PairTransform, as_size
@@ -52,8 +52,8 @@ __all__ = [
     "SyntheticImage",
     "TextureAugment",
     "as_size",
-    "augmented_by_default",
     "find_samples",
+    "is_texture",
     "read_image",
     "read_mask",
     "read_size",

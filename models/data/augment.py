@@ -6,13 +6,14 @@ import torch
 from torch import Tensor
 
 from .item import Choice
+from .synthetic import SYNTHETIC_TEXTURES
 
 __all__ = [
     "AUGMENT_PROBABILITY",
     "MVTEC_TEXTURES",
     "Augmentation",
     "TextureAugment",
-    "augmented_by_default",
+    "is_texture",
 ]
 
 MVTEC_TEXTURES = ("carpet", "grid", "leather", "tile", "wood")
@@ -24,31 +25,23 @@ AUGMENT_PROBABILITY = 0.5
 _QUARTER_TURNS = 4
 
 
-def augmented_by_default(category: str) -> bool:
-    """The ``auto`` rule, the official code's: MVTec AD's five textures are flipped and turned,
-    nothing else. Not the aligned objects (one upside down is an anomaly), nor the synthetic
-    textures: turned, none of the five scored better and fabric, steel and gravel scored worse
-    (the model learns that lines across their one direction are normal; 3 seeds each,
-    benchmarks/RESULTS.md, "Texture augmentation: which textures to turn")."""
-    return category in MVTEC_TEXTURES
+def is_texture(category: str) -> bool:
+    """Whether ``category`` is a texture (MVTec AD's five and the synthetic ones) rather than
+    an aligned object."""
+    return category in MVTEC_TEXTURES or category in SYNTHETIC_TEXTURES
 
 
 class Augmentation(Choice):
     """Whether training images are flipped and rotated (``flowkit train --augment``).
 
-    ``auto``: :func:`augmented_by_default`; ``on`` and ``off`` decide for every category
-    (``off`` is how the official code trains any category but its five MVTec textures).
+    ``auto``: as the model's rule says
+    (:meth:`~flowkit.models.base.AnomalyModel.augments_by_default`); ``on`` and ``off``
+    decide for every category.
     """
 
     AUTO = "auto"
     ON = "on"
     OFF = "off"
-
-    def applies_to(self, category: str) -> bool:
-        """Whether the training images of ``category`` are augmented."""
-        if self is Augmentation.AUTO:
-            return augmented_by_default(category)
-        return self is Augmentation.ON
 
 
 class TextureAugment:
@@ -56,8 +49,8 @@ class TextureAugment:
 
     As in the official PyramidFlow code, each of the three is applied with probability 1/2,
     the rotation by a uniform k in {0, 1, 2, 3}. Odd k needs a square image; a non-square
-    image is rotated by 180 degrees instead. Only textures that look the same turned may gain
-    from it (see :func:`augmented_by_default`).
+    image is rotated by 180 degrees instead. Only textures should be augmented: an aligned
+    object turned upside down is an anomaly.
 
     Args:
         generator: the random source; ``None`` uses torch's global one (seeded per worker

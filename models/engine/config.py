@@ -90,8 +90,8 @@ class RunConfig:
         val_every: score the validation split after every ``val_every``-th epoch and after
             the last (1, what a run written before this field did: every epoch).
         augment: an :class:`~flowkit.models.data.Augmentation` value: whether the training
-            images are flipped and rotated (``auto``, what a run written before this field
-            did: texture categories only).
+            images are flipped and rotated (``auto``: the model's rule,
+            :meth:`~flowkit.models.base.AnomalyModel.augments_by_default`).
     """
 
     model: str
@@ -113,9 +113,12 @@ class RunConfig:
             ConfigError: an unknown ``augment``.
         """
         try:
-            return Augmentation(self.augment).applies_to(self.data.name)
+            augment = Augmentation(self.augment)
         except ValueError as error:
             raise ConfigError(f"--augment: {error}") from error
+        if augment is Augmentation.AUTO:
+            return MODELS[self.model].augments_by_default(self.data.name)
+        return augment is Augmentation.ON
 
     def validates(self, epoch: int) -> bool:
         """Whether the validation split is scored after ``epoch`` (1-based): every

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..base import MODELS, AnomalyModel, build_model
-from ..data import MVTEC_TEXTURES, Augmentation, Item, Split
+from ..data import Augmentation, Item, Split
 from ..data.pasted_anomalies import PastedAnomalies
 from ..errors import CheckpointError, ConfigError, Interrupted, NonFiniteLossError
 from .checkpoint import load_checkpoint, load_model, restore_rng_states, save_checkpoint
@@ -279,9 +279,7 @@ def _augmentation_note(config: RunConfig) -> str:
     """Whether the training images are augmented and why, for ``train.log``."""
     why = f"--augment {config.augment}"
     if config.augment == Augmentation.AUTO.value:
-        name = config.data.name
-        negation = "" if name in MVTEC_TEXTURES else "not "
-        why += f": {name} is {negation}one of MVTec AD's textures ({', '.join(MVTEC_TEXTURES)})"
+        why += f": {config.model} turns {MODELS[config.model].augment_rule}"
     if config.augments():
         return f"augmentation: random flips and quarter turns of the training images ({why})"
     return f"augmentation: none, the training images as they are ({why})"

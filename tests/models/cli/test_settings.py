@@ -69,15 +69,18 @@ def test_a_bad_flag_is_one_line_with_a_hint(argv: list[str], message: str,
     assert lines[0].endswith("--help")
 
 
+MVTEC = ["--data", "mvtec", "--data-root", "somewhere"]  # never read: settings only
+
+
 @pytest.mark.parametrize(("argv", "augments"), [
-    (["--data", "mvtec", "--data-root", "somewhere", "--category", "carpet"], True),  # auto
-    (["--data", "mvtec", "--data-root", "somewhere", "--category", "bottle"], False),  # auto
-    (["--category", "brick"], False),  # auto: a synthetic texture
-    (["--category", "brick", "--augment", "on"], True),
-    (["--data", "mvtec", "--data-root", "somewhere", "--category", "carpet", "--augment", "off"],
-     False),
+    (["--category", "brick"], True),  # auto, the tiny model: the base rule, every texture
+    (["--category", "nut"], False),
+    (["--model", "pyramidflow", *MVTEC, "--category", "carpet"], True),  # auto
+    (["--model", "pyramidflow", "--category", "brick"], False),  # auto: not a synthetic texture
+    (["--model", "pyramidflow", "--category", "brick", "--augment", "on"], True),
+    (["--model", "pyramidflow", *MVTEC, "--category", "carpet", "--augment", "off"], False),
 ])
-def test_augment_defaults_to_mvtec_textures_and_the_flag_decides(argv: list[str], augments: bool,
+def test_augment_follows_the_models_rule_and_the_flag_decides(argv: list[str], augments: bool,
                                                           tmp_path) -> None:
     config = _config(*argv)
     assert config.augments() is augments
@@ -86,7 +89,7 @@ def test_augment_defaults_to_mvtec_textures_and_the_flag_decides(argv: list[str]
 
 
 def test_a_resumed_run_keeps_its_augmentation_and_refuses_another() -> None:
-    run = _config("--category", "brick", "--augment", "off")  # auto would be off too
+    run = _config("--category", "brick", "--augment", "off")
     assert resolve_config(build_parser().parse_args(["train"]), base=run).augment == "off"
     with pytest.raises(ConfigError, match=r"the flags change augment: 'off' -> 'on'"):
         resolve_config(build_parser().parse_args(["train", "--augment", "on"]), base=run)

@@ -3,30 +3,31 @@
 import pytest
 import torch
 
+from flowkit.models.base import MODELS
 from flowkit.models.data import (
     MVTEC_TEXTURES,
-    SYNTHETIC_CATEGORIES,
+    SYNTHETIC_TEXTURES,
     Augmentation,
     TextureAugment,
-    augmented_by_default,
+    is_texture,
 )
 
 
 def test_texture_catalogue() -> None:
     assert set(MVTEC_TEXTURES) == {"carpet", "grid", "leather", "tile", "wood"}
+    assert all(is_texture(name) for name in MVTEC_TEXTURES + SYNTHETIC_TEXTURES)
+    assert not is_texture("bottle") and not is_texture("nut")
 
 
-@pytest.mark.parametrize(("category", "by_default"), [
-    *((name, True) for name in MVTEC_TEXTURES),  # the official code's rule
-    *((name, False) for name in SYNTHETIC_CATEGORIES),  # measured: never better turned
-    ("bottle", False), ("screw", False),  # MVTec AD's aligned objects
+@pytest.mark.parametrize(("model", "category", "turned"), [
+    ("pyramidflow", "carpet", True), ("pyramidflow", "wood", True),  # the official code's rule
+    ("pyramidflow", "brick", False), ("pyramidflow", "fabric", False),  # measured: not better
+    ("pyramidflow", "nut", False),
+    ("csflow", "carpet", True), ("csflow", "brick", True), ("csflow", "fabric", True),  # textures
+    ("csflow", "nut", False), ("csflow", "bottle", False),
 ])
-def test_auto_turns_mvtec_textures_only_and_on_off_decide_for_every_category(
-        category: str, by_default: bool) -> None:
-    assert augmented_by_default(category) is by_default
-    assert Augmentation("auto").applies_to(category) is by_default
-    assert Augmentation("on").applies_to(category)
-    assert not Augmentation("off").applies_to(category)
+def test_each_model_has_its_auto_rule(model: str, category: str, turned: bool) -> None:
+    assert MODELS[model].augments_by_default(category) is turned
 
 
 def test_an_unknown_augmentation_names_the_choices() -> None:

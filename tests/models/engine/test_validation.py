@@ -340,7 +340,8 @@ def test_a_model_without_training_skips_validation(tmp_path: Path) -> None:
     assert load_model(run.final_checkpoint).name == model.name
 
 
-def test_a_config_written_before_validation_and_augment_loads_without_them(validated: RunConfig) -> None:
+def test_a_config_written_before_validation_and_augment_loads_without_them(
+        validated: RunConfig) -> None:
     old = validated.to_json()
     del old["val_fraction"], old["select_by"], old["val_every"], old["augment"]
     config = RunConfig.from_json(old)
