@@ -42,6 +42,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         mean_loss(model, shard).backward()
         if rank == 0:
             torch.save([p.grad for p in model.module.parameters()], out)
+        dist.barrier()  # neither rank tears gloo down while the other still talks (a SIGABRT)
     finally:
         dist.destroy_process_group()
 
