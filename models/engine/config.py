@@ -16,7 +16,15 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from ..base import MODELS
-from ..data import Augmentation, Choice, FolderDataset, Item, PairTransform, SyntheticDataset
+from ..data import (
+    Augmentation,
+    Choice,
+    FolderDataset,
+    Item,
+    PairTransform,
+    SyntheticDataset,
+    is_texture,
+)
 from ..errors import ConfigError, RunFolderError
 from ..metrics import DEFAULT_FPR_LIMIT
 
@@ -91,7 +99,8 @@ class RunConfig:
             the last (1, what a run written before this field did: every epoch).
         augment: an :class:`~flowkit.models.data.Augmentation` value: whether the training
             images are flipped and rotated (``auto``: the model's rule,
-            :meth:`~flowkit.models.base.AnomalyModel.augments_by_default`).
+            :meth:`~flowkit.models.base.AnomalyModel.augments_by_default`; a run written
+            before this field reads as what it did, see :meth:`from_json`).
     """
 
     model: str
@@ -141,6 +150,8 @@ class RunConfig:
         A ``model_config`` written before the model gained a constructor argument gets the
         value that reproduces it (:attr:`~flowkit.models.base.AnomalyModel.config_added`), as
         its checkpoints do: resuming, comparing and rebuilding the run see what it trained.
+        So does a config written before ``augment``: every texture was turned then (``on``
+        for a model that trains on one; else ``auto``, which turns no object).
 
         Raises:
             RunFolderError: missing or unknown fields.
@@ -148,7 +159,10 @@ class RunConfig:
         try:
             model = MODELS.get(data["model"])
             added = model.config_added if model is not None else {}
-            return cls(**{**data, "data": DataSettings(**data["data"]),
+            settings = DataSettings(**data["data"])
+            turned = model is not None and model.needs_training and is_texture(settings.name)
+            augment = (Augmentation.ON if turned else Augmentation.AUTO).value
+            return cls(**{"augment": augment, **data, "data": settings,
                           "model_config": {**added, **data["model_config"]}})
         except (TypeError, KeyError) as error:
             raise RunFolderError(

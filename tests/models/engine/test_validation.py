@@ -329,6 +329,21 @@ def test_an_unknown_select_by_and_a_split_without_a_batch_are_refused(
               _run(tmp_path, "b"), OPTIONS)
 
 
+@pytest.mark.parametrize(("model", "category", "augment"), [
+    ("pyramidflow", "brick", "on"),  # every texture was turned; auto would not turn it now
+    ("pyramidflow", "nut", "auto"), ("csflow", "grass", "on"), ("baseline", "brick", "auto"),
+])
+def test_a_config_written_before_augment_reads_as_what_it_trained(model: str, category: str,
+                                                                  augment: str) -> None:
+    old = RunConfig(model, {}, DataSettings("synthetic", None, category, 32), 1, 2, 0,
+                    {}).to_json()
+    del old["augment"]
+    config = RunConfig.from_json(old)
+    assert config.augment == augment
+    if model != "baseline":  # fitted without training: augmentation means nothing
+        assert config.augments() is (category != "nut")  # what it did when written
+
+
 def test_a_model_without_training_skips_validation(tmp_path: Path) -> None:
     config = RunConfig("baseline", {}, DataSettings("synthetic", None, "nut", 32), 0, 4, 0, {},
                        val_fraction=0.1)
@@ -346,7 +361,7 @@ def test_a_config_written_before_validation_and_augment_loads_without_them(
     del old["val_fraction"], old["select_by"], old["val_every"], old["augment"]
     config = RunConfig.from_json(old)
     assert (config.val_fraction, config.select_by, config.val_every, config.augment) == (
-        0.0, "aupro_0.3", 1, "auto")
+        0.0, "aupro_0.3", 1, "on")  # brick, a texture: turned then, as it is trained again
     assert RunConfig.from_json(validated.to_json()) == validated
 
 
