@@ -25,6 +25,7 @@ The rules of a distributed run:
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -167,8 +168,23 @@ def distributed_session(device: torch.device) -> Iterator[tuple[Distributed, tor
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
+    _bind_world_defaults_unset()
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
         yield Distributed(dist.get_rank(), world_size, local_rank), device
     finally:
         dist.destroy_process_group()
+
+
+def _bind_world_defaults_unset() -> None:
+    """Import ``torch.distributed.nn.functional`` before the process group exists.
+
+    Its functions take ``group=group.WORLD`` as a default argument, bound when the module is
+    imported; DistributedDataParallel imports it lazily, after ``init_process_group``. The
+    default then holds the process group for the life of the process: ``destroy_process_group``
+    no longer frees it, its gloo worker threads outlive Python, and a rank that exits just
+    after a collective dies with SIGABRT ("terminate called without an active exception")
+    when such a thread needs the interpreter that is shutting down. Imported first, the
+    defaults hold ``None``.
+    """
+    importlib.import_module("torch.distributed.nn.functional")

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import socket
-
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel
 
 import flowkit
 from flowkit.testing import perturb_parameters_
 
+from ..gloo import free_port, gloo_process
 from .test_reversible import coupling_stack
 
 BATCH = 4
@@ -34,28 +31,17 @@ def mean_loss(flow: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_process(rank, world, port):
         model = DistributedDataParallel(build())
         shard = data().chunk(world)[rank]
         mean_loss(model, shard).backward()
         if rank == 0:
             torch.save([p.grad for p in model.module.parameters()], out)
-        dist.barrier()  # neither rank tears gloo down while the other still talks (a SIGABRT)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_gradients_equal_single_process(tmp_path) -> None:
     out = str(tmp_path / "grads.pt")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
     distributed = torch.load(out, weights_only=True)
     single = build()
     mean_loss(single, data()).backward()

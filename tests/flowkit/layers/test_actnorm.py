@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 from hypothesis import given, settings
 from torch.nn.parallel import DistributedDataParallel
@@ -16,7 +13,7 @@ from flowkit import layers
 from flowkit.testing import perturb_parameters_
 from flowkit.testing import strategies as fst
 
-from ..test_reversible_ddp import _free_port
+from ...gloo import free_port, gloo_process
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -69,9 +66,7 @@ def model() -> flowkit.Sequential:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
+    with gloo_process(rank, world, port):
         ddp = DistributedDataParallel(model())
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
         y, logdet = ddp(_uneven(data(), rank))
@@ -80,13 +75,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         optimizer.step()
         stepped = [p.detach() for p in ddp.module.parameters()]
         torch.save({"init": initialized, "step": stepped}, f"{out}.{rank}")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_init_from_the_global_batch_under_ddp(tmp_path) -> None:
     out = str(tmp_path / "params")
-    mp.spawn(_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
     ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
     flat = data().transpose(0, 1).flatten(1)
     expected = [-flat.mean(1), -flat.std(1, unbiased=False).log()]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.multiprocessing as mp
+from torch import nn
 
 from flowkit.models.base import register_model
 from flowkit.models.cli import EXIT_ERROR, build_parser, main
@@ -25,6 +27,7 @@ from flowkit.models.engine.sampling import TrainingImages, epoch_loader
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import ConfigError
 
+from ...gloo import free_port, gloo_process
 from ..tiny_model import TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -114,3 +117,34 @@ def test_two_gloo_processes_equal_one_with_the_same_global_batch(tmp_path: Path)
     assert (out / "checkpoints" / "best.pt").is_file()
     recorded = json.loads((out / "metrics.json").read_text())
     assert {key: recorded[key] for key in METRIC_LABELS} == pytest.approx(metrics, abs=1e-4)
+
+
+def _native_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def _ddp_step(distributed: Distributed) -> None:
+    """One DDP step and one reduced loss, as training does; the DDP wrapper dies on return."""
+    model = distributed.wrap(nn.Linear(3, 1), torch.device("cpu"))
+    loss = model(torch.ones(2, 3)).sum()
+    loss.backward()
+    distributed.reduce_step(loss, stop=False)
+
+
+def _threads_around_a_session(rank: int, world: int, port: int, out: str) -> None:
+    nn.Linear(3, 1)(torch.ones(2, 3)).sum().backward()  # threads autograd starts exist before
+    before = _native_threads()
+    with gloo_process(rank, world, port) as distributed:
+        _ddp_step(distributed)
+    torch.save([before, _native_threads()], f"{out}.{rank}")
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
+def test_leaving_the_session_ends_the_process_groups_threads(tmp_path: Path) -> None:
+    """The process group is freed when the session ends: gloo worker threads still running at
+    interpreter shutdown abort a rank that exits just after a collective (SIGABRT, "terminate
+    called without an active exception")."""
+    out = str(tmp_path / "threads")
+    mp.spawn(_threads_around_a_session, args=(PROCESSES, free_port(), out), nprocs=PROCESSES)
+    counts = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(PROCESSES)]
+    assert all(before == after for before, after in counts), counts

@@ -1,0 +1,34 @@
+"""Processes of a gloo group for tests that spawn them with ``torch.multiprocessing.spawn``.
+
+Each process joins through flowkit's own :func:`distributed_session`, set up as ``torchrun``
+would set it up, so the tests exercise the same joining and teardown as ``flowkit train``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+
+import torch
+
+from flowkit.models.engine.distributed import Distributed, distributed_session
+
+__all__ = ["free_port", "gloo_process"]
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def gloo_process(rank: int, world_size: int, port: int) -> Iterator[Distributed]:
+    """Join a ``world_size``-process gloo group on ``port`` as process ``rank``; leave on exit."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world_size),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    with distributed_session(torch.device("cpu")) as (distributed, _):
+        yield distributed
