@@ -2,6 +2,8 @@
 
 Each process joins through flowkit's own :func:`distributed_session`, set up as ``torchrun``
 would set it up, so the tests exercise the same joining and teardown as ``flowkit train``.
+Wrap modules in DDP with the yielded :meth:`Distributed.wrap`: the session detaches those from
+the process group as it ends (a DDP module made otherwise and alive then can deadlock it).
 """
 
 from __future__ import annotations

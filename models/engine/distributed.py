@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import importlib
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
@@ -65,6 +66,8 @@ class Distributed:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    _wrapped: list[weakref.ref[DistributedDataParallel]] = field(
+        default_factory=list, init=False, repr=False, compare=False)
 
     @property
     def is_main(self) -> bool:
@@ -90,7 +93,26 @@ class Distributed:
         if not self.is_distributed:
             return module
         device_ids = [device.index] if device.type == "cuda" else None
-        return DistributedDataParallel(module, device_ids=device_ids)
+        wrapped = DistributedDataParallel(module, device_ids=device_ids)
+        self._wrapped.append(weakref.ref(wrapped))
+        return wrapped
+
+    def _detach_wrappers(self) -> None:
+        """Drop what the DDP modules :meth:`wrap` made hold of the process group.
+
+        A DDP module can outlive the session (a caller's local, the frames of an exception's
+        traceback). If its reducer held the last reference to the group, the group would be
+        freed later, by whoever drops the module, with the GIL held: gloo's destructor then
+        waits for its worker threads while one of them waits for the GIL to release a
+        finished collective's tensors, a deadlock. Detached here, the group's last reference
+        is ``destroy_process_group``'s, whose destructor releases the GIL.
+        """
+        for reference in self._wrapped:
+            module = reference()
+            if module is not None:
+                for name in ("reducer", "logger", "process_group"):
+                    vars(module).pop(name, None)
+        self._wrapped.clear()
 
     def broadcast_state(self, module: nn.Module) -> None:
         """Copy rank 0's parameters and buffers to every process.
@@ -154,6 +176,10 @@ def per_process_batch(batch_size: int, world_size: int) -> int:
 def distributed_session(device: torch.device) -> Iterator[tuple[Distributed, torch.device]]:
     """Join the process group torchrun set up, and leave it on exit.
 
+    Leaving destroys the group and joins its threads before the ``with`` block ends, also
+    when the block raises: the DDP modules :meth:`Distributed.wrap` made are detached from the
+    group first, and are unusable after.
+
     Args:
         device: the device asked for; a CUDA device becomes ``cuda:LOCAL_RANK``.
 
@@ -170,9 +196,12 @@ def distributed_session(device: torch.device) -> Iterator[tuple[Distributed, tor
         torch.cuda.set_device(device)
     _bind_world_defaults_unset()
     dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    distributed = Distributed(dist.get_rank(), world_size, local_rank)
     try:
-        yield Distributed(dist.get_rank(), world_size, local_rank), device
+        yield distributed, device
     finally:
+        # The group must end here, its threads joined, not whenever Python lets it go.
+        distributed._detach_wrappers()
         dist.destroy_process_group()
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.multiprocessing as mp
-from torch.nn.parallel import DistributedDataParallel
 
 import flowkit
 from flowkit.testing import perturb_parameters_
@@ -31,8 +30,8 @@ def mean_loss(flow: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    with gloo_process(rank, world, port):
-        model = DistributedDataParallel(build())
+    with gloo_process(rank, world, port) as distributed:
+        model = distributed.wrap(build(), torch.device("cpu"))
         shard = data().chunk(world)[rank]
         mean_loss(model, shard).backward()
         if rank == 0:

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 from hypothesis import given, settings
-from torch.nn.parallel import DistributedDataParallel
 
 import flowkit
 from flowkit import layers
@@ -66,8 +65,8 @@ def model() -> flowkit.Sequential:
 
 
 def _worker(rank: int, world: int, port: int, out: str) -> None:
-    with gloo_process(rank, world, port):
-        ddp = DistributedDataParallel(model())
+    with gloo_process(rank, world, port) as distributed:
+        ddp = distributed.wrap(model(), torch.device("cpu"))
         optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
         y, logdet = ddp(_uneven(data(), rank))
         initialized = [p.detach().clone() for p in ddp.module[0].parameters()]

@@ -123,27 +123,26 @@ def _native_threads() -> int:
     return len(os.listdir("/proc/self/task"))
 
 
-def _ddp_step(distributed: Distributed) -> None:
-    """One DDP step and one reduced loss, as training does; the DDP wrapper dies on return."""
-    model = distributed.wrap(nn.Linear(3, 1), torch.device("cpu"))
-    loss = model(torch.ones(2, 3)).sum()
-    loss.backward()
-    distributed.reduce_step(loss, stop=False)
-
-
 def _threads_around_a_session(rank: int, world: int, port: int, out: str) -> None:
+    """Threads before joining and after leaving, with a DDP module that outlives the session
+    (as in an exception's traceback)."""
     nn.Linear(3, 1)(torch.ones(2, 3)).sum().backward()  # threads autograd starts exist before
     before = _native_threads()
     with gloo_process(rank, world, port) as distributed:
-        _ddp_step(distributed)
+        model = distributed.wrap(nn.Linear(3, 1), torch.device("cpu"))
+        loss = model(torch.ones(2, 3)).sum()
+        loss.backward()
+        distributed.reduce_step(loss, stop=False)
     torch.save([before, _native_threads()], f"{out}.{rank}")
+    del model  # after the session: it must not free (and wait for) the process group
 
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 def test_leaving_the_session_ends_the_process_groups_threads(tmp_path: Path) -> None:
-    """The process group is freed when the session ends: gloo worker threads still running at
-    interpreter shutdown abort a rank that exits just after a collective (SIGABRT, "terminate
-    called without an active exception")."""
+    """The process group ends with the session, its threads joined: gloo worker threads still
+    running at interpreter shutdown abort a rank that exits just after a collective (SIGABRT,
+    "terminate called without an active exception"), and a group freed later by a DDP module
+    can deadlock with them."""
     out = str(tmp_path / "threads")
     mp.spawn(_threads_around_a_session, args=(PROCESSES, free_port(), out), nprocs=PROCESSES)
     counts = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(PROCESSES)]
