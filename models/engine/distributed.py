@@ -177,8 +177,9 @@ def distributed_session(device: torch.device) -> Iterator[tuple[Distributed, tor
     """Join the process group torchrun set up, and leave it on exit.
 
     Leaving destroys the group and joins its threads before the ``with`` block ends, also
-    when the block raises: the DDP modules :meth:`Distributed.wrap` made are detached from the
-    group first, and are unusable after.
+    when the block raises, provided nothing else still holds the group: the DDP modules
+    :meth:`Distributed.wrap` made are detached from it first (and are unusable after); a DDP
+    module made otherwise would hold it.
 
     Args:
         device: the device asked for; a CUDA device becomes ``cuda:LOCAL_RANK``.

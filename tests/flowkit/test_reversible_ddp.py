@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import torch
-import torch.multiprocessing as mp
 
 import flowkit
 from flowkit.testing import perturb_parameters_
 
-from ..gloo import free_port, gloo_process
+from ..gloo import free_port, gloo_process, spawn
 from .test_reversible import coupling_stack
 
 BATCH = 4
@@ -40,7 +39,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_ddp_gradients_equal_single_process(tmp_path) -> None:
     out = str(tmp_path / "grads.pt")
-    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    spawn(_worker, (2, free_port(), out))
     distributed = torch.load(out, weights_only=True)
     single = build()
     mean_loss(single, data()).backward()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from hypothesis import given, settings
 
 import flowkit
@@ -12,7 +11,7 @@ from flowkit import layers
 from flowkit.testing import perturb_parameters_
 from flowkit.testing import strategies as fst
 
-from ...gloo import free_port, gloo_process
+from ...gloo import free_port, gloo_process, spawn
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
@@ -78,7 +77,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
 
 def test_init_from_the_global_batch_under_ddp(tmp_path) -> None:
     out = str(tmp_path / "params")
-    mp.spawn(_worker, args=(2, free_port(), out), nprocs=2, join=True)
+    spawn(_worker, (2, free_port(), out))
     ranks = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(2)]
     flat = data().transpose(0, 1).flatten(1)
     expected = [-flat.mean(1), -flat.std(1, unbiased=False).log()]

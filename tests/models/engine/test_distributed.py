@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 from torch import nn
 
 from flowkit.models.base import register_model
@@ -27,7 +26,7 @@ from flowkit.models.engine.sampling import TrainingImages, epoch_loader
 from flowkit.models.engine.training import TrainOptions, train
 from flowkit.models.errors import ConfigError
 
-from ...gloo import free_port, gloo_process
+from ...gloo import free_port, gloo_process, spawn
 from ..tiny_model import TinyAutoencoder
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -124,8 +123,8 @@ def _native_threads() -> int:
 
 
 def _threads_around_a_session(rank: int, world: int, port: int, out: str) -> None:
-    """Threads before joining and after leaving, with a DDP module that outlives the session
-    (as in an exception's traceback)."""
+    """Threads before joining, inside and after leaving, with a DDP module that outlives the
+    session (as a caller's local or an exception's traceback keeps it)."""
     nn.Linear(3, 1)(torch.ones(2, 3)).sum().backward()  # threads autograd starts exist before
     before = _native_threads()
     with gloo_process(rank, world, port) as distributed:
@@ -133,7 +132,8 @@ def _threads_around_a_session(rank: int, world: int, port: int, out: str) -> Non
         loss = model(torch.ones(2, 3)).sum()
         loss.backward()
         distributed.reduce_step(loss, stop=False)
-    torch.save([before, _native_threads()], f"{out}.{rank}")
+        during = _native_threads()
+    torch.save([before, during, _native_threads()], f"{out}.{rank}")
     del model  # after the session: it must not free (and wait for) the process group
 
 
@@ -144,6 +144,7 @@ def test_leaving_the_session_ends_the_process_groups_threads(tmp_path: Path) -> 
     "terminate called without an active exception"), and a group freed later by a DDP module
     can deadlock with them."""
     out = str(tmp_path / "threads")
-    mp.spawn(_threads_around_a_session, args=(PROCESSES, free_port(), out), nprocs=PROCESSES)
+    spawn(_threads_around_a_session, (PROCESSES, free_port(), out), PROCESSES)
     counts = [torch.load(f"{out}.{rank}", weights_only=True) for rank in range(PROCESSES)]
-    assert all(before == after for before, after in counts), counts
+    assert all(before < during for before, during, _ in counts), counts  # gloo's threads
+    assert all(before == after for before, _, after in counts), counts
